@@ -1,0 +1,1 @@
+"""sandbus benchmark suite: ``python -m bench --help`` (see bench/README.md)."""

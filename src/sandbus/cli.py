@@ -1,0 +1,156 @@
+"""Command-line entry points: `sandbus-daemon` (dbus-daemon's command line)
+and `sandbus` (subcommands)."""
+
+import logging
+import os
+import sys
+
+from . import __version__
+
+DAEMON_USAGE = """\
+sandbus-daemon [--version] [--session] [--system] [--config-file=FILE]
+               [--print-address[=DESCRIPTOR]] [--print-pid[=DESCRIPTOR]]
+               [--introspect] [--address=ADDRESS] [--nopidfile] [--nosyslog]
+               [--syslog] [--syslog-only] [--nofork] [--fork]
+               [--systemd-activation]
+"""
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse_daemon_args(argv):
+    from .daemon import DaemonOptions
+
+    opts = DaemonOptions()
+    actions = []
+    i = 0
+
+    def optional_fd(arg, name):
+        nonlocal i
+        if arg == name:
+            # dbus-daemon also takes the descriptor as the next argument
+            if i + 1 < len(argv) and argv[i + 1].isdigit():
+                i += 1
+                return int(argv[i])
+            return 1
+        value = arg[len(name) + 1:]
+        if not value.isdigit():
+            raise UsageError(f"{name} needs a file descriptor number, not {value!r}")
+        return int(value)
+
+    def required_value(arg, name):
+        nonlocal i
+        if arg == name:
+            if i + 1 >= len(argv):
+                raise UsageError(f"{name} needs a value")
+            i += 1
+            return argv[i]
+        return arg[len(name) + 1:]
+
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("--version", "--help", "-h", "--introspect"):
+            actions.append(arg)
+        elif arg == "--session":
+            if opts.bus_type:
+                raise UsageError("--session and --system are mutually exclusive")
+            opts.bus_type = "session"
+        elif arg == "--system":
+            if opts.bus_type:
+                raise UsageError("--session and --system are mutually exclusive")
+            opts.bus_type = "system"
+        elif arg == "--config-file" or arg.startswith("--config-file="):
+            opts.config_file = required_value(arg, "--config-file")
+        elif arg == "--address" or arg.startswith("--address="):
+            opts.address = required_value(arg, "--address")
+        elif arg == "--print-address" or arg.startswith("--print-address="):
+            opts.print_address = optional_fd(arg, "--print-address")
+        elif arg == "--print-pid" or arg.startswith("--print-pid="):
+            opts.print_pid = optional_fd(arg, "--print-pid")
+        elif arg == "--nofork":
+            opts.fork = False
+        elif arg == "--fork":
+            opts.fork = True
+        elif arg == "--nopidfile":
+            opts.nopidfile = True
+        elif arg == "--systemd-activation":
+            opts.systemd_activation = True
+        elif arg in ("--syslog", "--syslog-only"):
+            opts.syslog = True
+        elif arg == "--nosyslog":
+            opts.syslog = False
+        elif arg.startswith("--ready-event-handle="):
+            pass  # Windows-only in dbus-daemon
+        else:
+            raise UsageError(f"unknown option {arg!r}")
+        i += 1
+    return opts, actions
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    level = os.environ.get("SANDBUS_LOG_LEVEL", "DEBUG" if verbose else "WARNING").upper()
+    logging.basicConfig(level=getattr(logging, level, logging.WARNING),
+                        format="sandbus[%(process)d]: %(name)s: %(message)s")
+
+
+def daemon_main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    _setup_logging()
+    try:
+        opts, actions = parse_daemon_args(argv)
+    except UsageError as e:
+        print(f"sandbus-daemon: {e}\n{DAEMON_USAGE}", file=sys.stderr)
+        return 1
+    if "--help" in actions or "-h" in actions:
+        print(DAEMON_USAGE)
+        return 0
+    if "--version" in actions:
+        print(f"sandbus {__version__} (D-Bus Message Bus Daemon compatible with 1.14)\n"
+              "A D-Bus message bus with Containers1 container instances.")
+        return 0
+    if "--introspect" in actions:
+        from .core.introspect import driver_introspection
+        sys.stdout.write(driver_introspection(["org.freedesktop.DBus.Monitoring",
+                                               "org.freedesktop.DBus.Debug.Stats",
+                                               "org.freedesktop.DBus.Containers1"]))
+        return 0
+    from .daemon import run
+    return run(opts)
+
+
+MAIN_USAGE = """\
+usage: sandbus COMMAND [ARGS]
+
+commands:
+  daemon [dbus-daemon options]   run a bus (same options as sandbus-daemon)
+  session [--config-file=F] -- COMMAND [ARGS]
+                                 run COMMAND with a private session bus
+  version                        print the version
+"""
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(MAIN_USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "daemon":
+        return daemon_main(rest)
+    if command == "session":
+        from .session import session_main
+        return session_main(rest)
+    if command in ("version", "--version"):
+        print(f"sandbus {__version__}")
+        return 0
+    if command == "container":
+        from .containers.cli import container_main
+        return container_main(rest)
+    print(f"sandbus: unknown command {command!r}\n{MAIN_USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

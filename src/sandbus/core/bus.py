@@ -1,0 +1,368 @@
+"""The bus, sans I/O: peers come and go, messages come in, deliveries go out
+through each peer's sink.  Routing: driver calls, unicast (with reply
+tracking), broadcast through the match index, copies to monitors and
+eavesdroppers."""
+
+import logging
+import os
+
+from ..wire.message import (
+    ERROR,
+    METHOD_CALL,
+    METHOD_RETURN,
+    SIGNAL,
+    Message,
+    ProtocolError,
+    build_message,
+)
+from . import errors
+from .errors import DBusError
+from ..config.model import Limits
+from .match import MatchIndex
+from .names import NameRegistry
+from .peer import BusPseudoPeer, Credentials, Peer
+
+log = logging.getLogger("sandbus.bus")
+
+DRIVER_NAME = "org.freedesktop.DBus"
+DRIVER_PATH = "/org/freedesktop/DBus"
+DRIVER_INTERFACE = "org.freedesktop.DBus"
+
+
+class BusSettings:
+    def __init__(self, guid: str, machine_id: str, *, bus_type: str = "session",
+                 limits: Limits = None, bus_uid: int = None, bus_pid: int = None,
+                 policy=None, activation=None, features=None):
+        self.guid = guid
+        self.machine_id = machine_id
+        self.bus_type = bus_type
+        self.limits = limits or Limits.defaults(bus_type)
+        self.bus_uid = os.getuid() if bus_uid is None else bus_uid
+        self.bus_pid = os.getpid() if bus_pid is None else bus_pid
+        self.policy = policy
+        self.activation = activation
+
+
+class Bus:
+    def __init__(self, settings: BusSettings, release_fds=None):
+        from .driver import Driver  # the driver needs Bus; import here to keep one direction
+
+        self.settings = settings
+        self.limits = settings.limits
+        self.peers = {}  # unique name -> Peer
+        self.connections = set()  # every Peer, registered or not
+        self.registry = NameRegistry()
+        self.matches = MatchIndex()
+        self.eavesdrop_rules = []  # rules with eavesdrop='true', checked for unicast
+        self.monitors = []
+        self.driver_peer = BusPseudoPeer(DRIVER_NAME)
+        self._next_peer_id = 0
+        self._next_unique = 0
+        self._serial = 0
+        self.release_fds = release_fds or _close_fds
+        self.driver = Driver(self)
+        self.containers = None  # set by the containers layer when enabled
+
+    # -- connections -----------------------------------------------------------
+
+    def connect(self, sink, creds: Credentials, unix_fds: bool, listener=None) -> Peer:
+        self._next_peer_id += 1
+        peer = Peer(self._next_peer_id, sink, creds, unix_fds, listener)
+        if self.settings.policy is not None:
+            peer.policy = self.settings.policy.for_connection(creds)
+        self.connections.add(peer)
+        if self.containers is not None:
+            self.containers.on_connect(peer)
+        return peer
+
+    def new_unique_name(self) -> str:
+        name = f":1.{self._next_unique}"
+        self._next_unique += 1
+        return name
+
+    def disconnect(self, peer: Peer) -> None:
+        if peer.closed:
+            return
+        peer.closed = True
+        self.connections.discard(peer)
+        if peer.incoming_fds:
+            self.release_fds(peer.incoming_fds)
+            peer.incoming_fds = []
+        for rule in peer.rules:
+            self._unindex_rule(rule)
+        peer.rules = []
+        if peer.is_monitor:
+            self.monitors.remove(peer)
+        # Calls it never answered: their callers get NoReply.
+        expected = peer.expected_replies
+        peer.expected_replies = {}
+        for caller, serial in expected:
+            caller.pending_calls -= 1
+            if not caller.closed:
+                self.send_error_to(caller, serial, errors.NO_REPLY,
+                                   "Message recipient disconnected from message bus without replying")
+        if peer.unique_name is not None and not peer.is_monitor:
+            del self.peers[peer.unique_name]
+            for change in self.registry.drop_peer(peer):
+                self.announce(change)
+            self.emit_name_owner_changed(peer.unique_name, peer.unique_name, "")
+        if self.containers is not None:
+            self.containers.on_disconnect(peer)
+        self.driver.on_disconnect(peer)
+
+    def kick(self, peer: Peer, reason: str) -> None:
+        """Disconnect a misbehaving peer, and only it."""
+        log.info("disconnecting %s: %s", peer.unique_name or f"connection #{peer.id}", reason)
+        peer.sink.close(reason)
+        self.disconnect(peer)
+
+    # -- incoming --------------------------------------------------------------
+
+    def receive(self, peer: Peer, data: bytes) -> None:
+        """One complete message frame from peer."""
+        if peer.closed:
+            return
+        try:
+            msg = Message(data)
+        except ProtocolError as e:
+            self.kick(peer, f"invalid message: {e}")
+            return
+        n = msg.unix_fds
+        if n:
+            if n > len(peer.incoming_fds):
+                self.kick(peer, "message declares more unix fds than were passed")
+                return
+            if n > self.limits.max_message_unix_fds:
+                self.kick(peer, "message carries more unix fds than max_message_unix_fds")
+                return
+            msg.fds = peer.incoming_fds[:n]
+            del peer.incoming_fds[:n]
+        try:
+            self.route(peer, msg)
+        finally:
+            if msg.fds:
+                self.release_fds(msg.fds)
+
+    def route(self, sender: Peer, msg: Message) -> None:
+        if sender.unique_name is None:
+            if msg.destination == DRIVER_NAME and msg.member == "Hello" and msg.type == METHOD_CALL \
+                    and msg.interface in (None, DRIVER_INTERFACE):
+                self.driver.hello(sender, msg)
+            else:
+                self.kick(sender, "the first message must be a Hello call to the bus")
+            return
+        if sender.is_monitor:
+            self.kick(sender, "monitors may not send messages")
+            return
+        dest = msg.destination
+        if dest is None:
+            if msg.type in (METHOD_RETURN, ERROR):
+                return  # a reply must name its recipient; nothing can match it
+            self.broadcast(sender, msg)
+            return
+        if dest == DRIVER_NAME:
+            if self.monitors:
+                self.copy_to_monitors(sender, msg, None)
+            self.driver.handle(sender, msg)
+            return
+        target = self.peers.get(dest) if dest[0] == ":" else self.peers.get(self._owner_name(dest))
+        if target is None:
+            self.copy_to_monitors(sender, msg, None) if self.monitors else None
+            if msg.type == METHOD_CALL:
+                self.driver.deliver_to_missing(sender, msg)
+            return
+        self.unicast(sender, target, msg)
+
+    def _owner_name(self, name: str):
+        owner = self.registry.owner(name)
+        return owner.unique_name if owner is not None else None
+
+    def unicast(self, sender: Peer, target: Peer, msg: Message) -> None:
+        mtype = msg.type
+        if mtype == METHOD_RETURN or mtype == ERROR:
+            key = (target, msg.reply_serial)
+            if key not in sender.expected_replies:
+                log.debug("dropping unrequested reply from %s to %s", sender.unique_name, target.unique_name)
+                return
+            if self.containers is not None and not self.containers.allow_reply(sender, target, msg):
+                return
+            del sender.expected_replies[key]
+            target.pending_calls -= 1
+        else:
+            if self.containers is not None:
+                denial = self.containers.check_unicast(sender, target, msg)
+                if denial is not None:
+                    if msg.expects_reply:
+                        self.send_error_to(sender, msg.serial, denial.name, denial.message)
+                    return
+            if sender.policy is not None or target.policy is not None:
+                denial = self.driver.policy_denial(sender, target, msg)
+                if denial is not None:
+                    if msg.expects_reply:
+                        self.send_error_to(sender, msg.serial, errors.ACCESS_DENIED, denial)
+                    return
+            if mtype == METHOD_CALL and not msg.flags & 1:
+                if target.sink.queued_bytes > self.limits.max_outgoing_bytes:
+                    self.send_error_to(sender, msg.serial, errors.LIMITS_EXCEEDED,
+                                       "The destination service's message queue is full")
+                    return
+                if sender.pending_calls >= self.limits.max_replies_per_connection:
+                    self.send_error_to(sender, msg.serial, errors.LIMITS_EXCEEDED,
+                                       "The maximum number of pending replies per connection has been reached")
+                    return
+        if msg.fds and not target.unix_fds:
+            if msg.expects_reply:
+                self.send_error_to(sender, msg.serial, errors.NOT_SUPPORTED,
+                                   "Tried to send message with Unix file descriptors to a client that doesn't support that.")
+            return
+        if mtype == METHOD_CALL and not msg.flags & 1:
+            target.expected_replies[(sender, msg.serial)] = True
+            sender.pending_calls += 1
+        self._send(sender, target, msg)
+        if self.monitors:
+            self.copy_to_monitors(sender, msg, target)
+        if self.eavesdrop_rules:
+            self._copy_to_eavesdroppers(sender, msg, target)
+
+    def _send(self, sender, target: Peer, msg: Message) -> None:
+        if target.wants_instance_header:
+            data = msg.forwarded(sender.sender_fields[msg.endian],
+                                 self.containers.instance_field(sender, msg.endian))
+        else:
+            data = msg.forwarded(sender.sender_fields[msg.endian])
+        target.sink.send(data, msg.fds)
+
+    def broadcast(self, sender, msg: Message) -> None:
+        candidates = self.matches.candidates(msg, sender)
+        if candidates:
+            delivered = set()
+            containers = self.containers
+            for rule in candidates:
+                p = rule.owner
+                if p in delivered:
+                    continue
+                if rule.matches(msg, sender, None):
+                    delivered.add(p)
+                    if msg.fds and not p.unix_fds:
+                        continue
+                    if containers is not None and not containers.allow_broadcast(sender, p, msg):
+                        continue
+                    if p.policy is not None and self.driver.receive_denial(sender, p, msg) is not None:
+                        continue
+                    self._deliver_any(sender, p, msg)
+        if self.monitors:
+            self.copy_to_monitors(sender, msg, None)
+
+    def _deliver_any(self, sender, target: Peer, msg: Message) -> None:
+        if sender is self.driver_peer:
+            if target.wants_instance_header:
+                target.sink.send(self.containers.stamp_bus_message(msg), ())
+            else:
+                target.sink.send(msg.data, ())
+        else:
+            self._send(sender, target, msg)
+
+    def _copy_to_eavesdroppers(self, sender, msg: Message, target) -> None:
+        recipient = target.unique_name if target is not None else None
+        done = set()
+        for rule in self.eavesdrop_rules:
+            p = rule.owner
+            if p is target or p in done:
+                continue
+            if rule.matches(msg, sender, recipient):
+                done.add(p)
+                if msg.fds and not p.unix_fds:
+                    continue
+                self._deliver_any(sender, p, msg)
+
+    def copy_to_monitors(self, sender, msg: Message, target) -> None:
+        recipient = target.unique_name if target is not None else None
+        if sender is self.driver_peer:
+            data = msg.data
+        else:
+            data = msg.forwarded(sender.sender_fields[msg.endian])
+        for mon in self.monitors:
+            rules = mon.monitor_rules
+            if rules and not any(r.matches(msg, sender, recipient) for r in rules):
+                continue
+            mon.sink.send(data, msg.fds if mon.unix_fds else ())
+
+    # -- match rules -----------------------------------------------------------
+
+    def add_rule(self, peer: Peer, rule) -> None:
+        peer.rules.append(rule)
+        if rule.eavesdrop:
+            self.eavesdrop_rules.append(rule)
+        self.matches.add(rule)
+
+    def remove_rule(self, peer: Peer, rule) -> None:
+        peer.rules.remove(rule)
+        self._unindex_rule(rule)
+
+    def _unindex_rule(self, rule) -> None:
+        if rule.eavesdrop:
+            self.eavesdrop_rules.remove(rule)
+        self.matches.remove(rule)
+
+    # -- messages from the bus itself -----------------------------------------
+
+    def next_serial(self) -> int:
+        self._serial = (self._serial % 0xFFFFFFFF) + 1
+        return self._serial
+
+    def send_bus_message(self, target: Peer, data: bytes, fds=()) -> None:
+        """A message from the driver to one peer (reply, error, unicast signal)."""
+        if target.closed:
+            return
+        if target.wants_instance_header or self.monitors:
+            msg = Message(data)
+            if target.wants_instance_header:
+                target.sink.send(self.containers.stamp_bus_message(msg), fds)
+            else:
+                target.sink.send(data, fds)
+            if self.monitors:
+                self.copy_to_monitors(self.driver_peer, msg, target)
+        else:
+            target.sink.send(data, fds)
+
+    def send_error_to(self, target: Peer, reply_serial: int, name: str, text: str) -> None:
+        data = build_message(ERROR, self.next_serial(), error_name=name, reply_serial=reply_serial,
+                             destination=target.unique_name, sender=DRIVER_NAME,
+                             signature="s", body=(text,))
+        self.send_bus_message(target, data)
+
+    def emit_signal(self, member: str, signature: str, body, destination: Peer = None,
+                    interface: str = DRIVER_INTERFACE, path: str = DRIVER_PATH) -> None:
+        data = build_message(SIGNAL, self.next_serial(), path=path, interface=interface, member=member,
+                             destination=destination.unique_name if destination else None,
+                             sender=DRIVER_NAME, signature=signature, body=body)
+        if destination is not None:
+            self.send_bus_message(destination, data)
+            if self.eavesdrop_rules:
+                self._copy_to_eavesdroppers(self.driver_peer, Message(data), destination)
+        else:
+            self.broadcast(self.driver_peer, Message(data))
+
+    def emit_name_owner_changed(self, name: str, old: str, new: str) -> None:
+        self.emit_signal("NameOwnerChanged", "sss", (name, old, new))
+
+    def announce(self, change) -> None:
+        """Signals for one ownership change, in dbus-daemon's order."""
+        old, new = change.old_owner, change.new_owner
+        if old is not None:
+            self.emit_signal("NameLost", "s", (change.name,), destination=old)
+        self.emit_name_owner_changed(change.name, old.unique_name if old else "",
+                                     new.unique_name if new else "")
+        if new is not None:
+            self.emit_signal("NameAcquired", "s", (change.name,), destination=new)
+
+
+def _close_fds(fds) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+__all__ = ["Bus", "BusSettings", "DBusError", "DRIVER_NAME"]

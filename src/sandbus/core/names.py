@@ -1,0 +1,123 @@
+"""The well-known name registry: owners, queues and the RequestName /
+ReleaseName rules of the D-Bus specification.
+
+Operations return the ownership changes they caused, in the order the bus
+must announce them (NameLost, NameOwnerChanged, NameAcquired), so the
+registry itself never sends anything.
+"""
+
+ALLOW_REPLACEMENT = 0x1
+REPLACE_EXISTING = 0x2
+DO_NOT_QUEUE = 0x4
+
+PRIMARY_OWNER = 1
+IN_QUEUE = 2
+EXISTS = 3
+ALREADY_OWNER = 4
+
+RELEASED = 1
+NON_EXISTENT = 2
+NOT_OWNER = 3
+
+
+class Change:
+    """'name' moved from old_owner to new_owner (either may be None)."""
+
+    __slots__ = ("name", "old_owner", "new_owner")
+
+    def __init__(self, name, old_owner, new_owner):
+        self.name = name
+        self.old_owner = old_owner
+        self.new_owner = new_owner
+
+
+class NameRegistry:
+    def __init__(self):
+        # name -> list of [peer, flags]; entry 0 is the primary owner
+        self._queues = {}
+
+    def owner(self, name: str):
+        q = self._queues.get(name)
+        return q[0][0] if q else None
+
+    def names(self):
+        return self._queues.keys()
+
+    def queue(self, name: str) -> list:
+        return [peer for peer, _ in self._queues.get(name, ())]
+
+    def request(self, peer, name: str, flags: int):
+        """Returns (reply code, [Change])."""
+        q = self._queues.get(name)
+        if not q:
+            self._queues[name] = [[peer, flags]]
+            peer.names.add(name)
+            return PRIMARY_OWNER, [Change(name, None, peer)]
+        primary, primary_flags = q[0]
+        if primary is peer:
+            q[0][1] = flags
+            return ALREADY_OWNER, []
+        if flags & REPLACE_EXISTING and primary_flags & ALLOW_REPLACEMENT:
+            self._remove_from_queue(q, peer)
+            if primary_flags & DO_NOT_QUEUE:
+                q.pop(0)
+                primary.names.discard(name)
+            q.insert(0, [peer, flags])
+            peer.names.add(name)
+            return PRIMARY_OWNER, [Change(name, primary, peer)]
+        if flags & DO_NOT_QUEUE:
+            self._remove_from_queue(q, peer)
+            return EXISTS, []
+        for entry in q:
+            if entry[0] is peer:
+                entry[1] = flags
+                break
+        else:
+            q.append([peer, flags])
+        return IN_QUEUE, []
+
+    @staticmethod
+    def _remove_from_queue(q, peer) -> None:
+        for i in range(1, len(q)):
+            if q[i][0] is peer:
+                del q[i]
+                return
+
+    def release(self, peer, name: str):
+        """Returns (reply code, [Change])."""
+        q = self._queues.get(name)
+        if not q:
+            return NON_EXISTENT, []
+        if q[0][0] is peer:
+            return RELEASED, [self._drop_primary(name, q)]
+        for i in range(1, len(q)):
+            if q[i][0] is peer:
+                del q[i]
+                return RELEASED, []
+        return NOT_OWNER, []
+
+    def _drop_primary(self, name, q) -> Change:
+        old = q.pop(0)[0]
+        old.names.discard(name)
+        if q:
+            new = q[0][0]
+            new.names.add(name)
+            return Change(name, old, new)
+        del self._queues[name]
+        return Change(name, old, None)
+
+    def drop_peer(self, peer) -> list:
+        """Remove the peer from every queue; returns the primary-owner changes."""
+        changes = []
+        for name in sorted(peer.names):
+            q = self._queues.get(name)
+            if q and q[0][0] is peer:
+                changes.append(self._drop_primary(name, q))
+        # queued (non-primary) entries: rare, so a scan is acceptable here
+        for name, q in list(self._queues.items()):
+            self._remove_from_queue(q, peer)
+        peer.names.clear()
+        return changes
+
+    def queued_names_count(self, peer) -> int:
+        return sum(1 for q in self._queues.values() for entry in q if entry[0] is peer)

@@ -1,0 +1,67 @@
+"""A connection as the bus core sees it (no sockets here: the io layer gives
+each peer a sink with send(data, fds), close(reason) and queued_bytes)."""
+
+from dataclasses import dataclass
+from typing import Optional
+
+from ..wire.message import FIELD_SENDER, string_field
+
+
+@dataclass(frozen=True)
+class Credentials:
+    uid: Optional[int] = None
+    pid: Optional[int] = None
+    gids: Optional[tuple] = None
+    security_label: Optional[bytes] = None
+    pidfd: Optional[int] = None
+
+
+class Peer:
+    __slots__ = (
+        "id", "unique_name", "creds", "unix_fds", "sink", "names", "rules",
+        "expected_replies", "pending_calls", "is_monitor", "monitor_rules",
+        "sender_fields", "container", "wants_instance_header", "incoming_fds",
+        "closed", "policy", "listener", "__weakref__",
+    )
+
+    def __init__(self, peer_id: int, sink, creds: Credentials, unix_fds: bool, listener=None):
+        self.id = peer_id
+        self.unique_name = None  # set by Hello
+        self.creds = creds
+        self.unix_fds = unix_fds
+        self.sink = sink
+        self.names = set()  # well-known names this peer is primary owner of
+        self.rules = []  # its match rules
+        # calls this peer received and may answer: (caller Peer, serial) -> True
+        self.expected_replies = {}
+        self.pending_calls = 0  # calls this peer sent that await a reply
+        self.is_monitor = False
+        self.monitor_rules = None
+        self.sender_fields = None
+        self.container = None  # container instance, if it connected through one
+        self.wants_instance_header = False
+        self.incoming_fds = []  # fds received but not yet claimed by a message
+        self.closed = False
+        self.policy = None  # per-connection policy view; None = allow everything
+        self.listener = listener
+
+    def register(self, unique_name: str) -> None:
+        self.unique_name = unique_name
+        self.sender_fields = {
+            "l": string_field(FIELD_SENDER, unique_name, "l"),
+            "B": string_field(FIELD_SENDER, unique_name, "B"),
+        }
+
+    def __repr__(self) -> str:
+        return f"<Peer {self.unique_name or '#%d' % self.id}>"
+
+
+class BusPseudoPeer:
+    """Stands for the bus driver as a message sender (for match rules)."""
+
+    __slots__ = ("unique_name", "names", "container")
+
+    def __init__(self, name: str):
+        self.unique_name = name
+        self.names = ()
+        self.container = None

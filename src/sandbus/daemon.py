@@ -1,0 +1,194 @@
+"""The bus daemon process: configuration, listeners, the event loop, and
+dbus-daemon's process conventions (fork, print-address/pid, pidfile,
+systemd readiness, signals)."""
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import sys
+
+from .config import ConfigError, Policy, load_config, load_standard
+from .config.policy import Creds
+from .core.bus import Bus, BusSettings
+from .io.listener import listen
+from .io.server import Server, install_signal_handlers, new_event_loop
+
+log = logging.getLogger("sandbus.daemon")
+
+MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
+
+
+def read_machine_id() -> str:
+    for path in MACHINE_ID_FILES:
+        try:
+            with open(path) as f:
+                value = f.read().strip()
+        except OSError:
+            continue
+        if len(value) == 32 and all(c in "0123456789abcdef" for c in value):
+            return value
+    # No machine id on this system: stable for this bus's lifetime at least.
+    return secrets.token_hex(16)
+
+
+class DaemonOptions:
+    def __init__(self):
+        self.bus_type = None  # "session" | "system" | None (config file decides)
+        self.config_file = None
+        self.address = None
+        self.print_address = None  # fd number, or None
+        self.print_pid = None
+        self.fork = None  # None: the config file decides
+        self.nopidfile = False
+        self.systemd_activation = False
+        self.syslog = None
+        self.ready_event_fd = None
+
+
+def load_configuration(opts: DaemonOptions):
+    if opts.config_file:
+        return load_config(opts.config_file)
+    return load_standard(opts.bus_type or "session")
+
+
+class Daemon:
+    def __init__(self, opts: DaemonOptions):
+        self.opts = opts
+        self.config = load_configuration(opts)
+        self.guid = secrets.token_hex(16)
+        bus_type = self.config.bus_type or opts.bus_type or "session"
+        self.policy = Policy(self.config, bus_uid=os.getuid())
+        self.settings = BusSettings(self.guid, read_machine_id(), bus_type=bus_type,
+                                    limits=self.config.limits)
+        self.bus = Bus(self.settings)
+        self.bus.driver.reload_config = self.reload
+        self.loop = new_event_loop()
+        self.server = Server(self.bus, self.loop, uid_allowed=self._uid_allowed,
+                             allow_anonymous=self.config.allow_anonymous)
+        self.stop_event = None
+        self.pidfile = None
+
+    def _uid_allowed(self, uid: int) -> bool:
+        try:
+            import pwd
+            gids = tuple(os.getgrouplist(pwd.getpwuid(uid).pw_name, pwd.getpwuid(uid).pw_gid))
+        except (KeyError, OSError):
+            gids = ()
+        return self.policy.allows_connect(Creds(uid=uid, gids=gids))
+
+    def reload(self) -> None:
+        """ReloadConfig / SIGHUP: a broken file keeps the old configuration."""
+        try:
+            config = load_configuration(self.opts)
+            policy = Policy(config, bus_uid=os.getuid())
+        except (ConfigError, OSError) as e:
+            log.error("keeping the old configuration: %s", e)
+            raise
+        self.config = config
+        self.policy = policy
+        self.settings.limits = self.bus.limits = config.limits
+        self.server.apply_limits()
+        log.info("configuration reloaded")
+
+    def bind(self) -> str:
+        addresses = [self.opts.address] if self.opts.address else list(self.config.listen)
+        if not addresses:
+            raise ConfigError("no <listen> address in the configuration and no --address given")
+        for address in addresses:
+            for listener in listen(address):
+                self.server.add_listener(listener)
+        return ";".join(lst.address(self.guid) for lst in self.server.listeners)
+
+    def run(self) -> int:
+        asyncio.set_event_loop(self.loop)
+        address = self.bind()
+        want_fork = self.opts.fork if self.opts.fork is not None else self.config.fork
+        if want_fork:
+            self._fork()
+        self._write_pidfile()
+        self._announce(address)
+        self.stop_event = asyncio.Event()
+        install_signal_handlers(self.loop, self.stop_event.set, self._sighup)
+        _notify_systemd("READY=1")
+        try:
+            self.loop.run_until_complete(self.stop_event.wait())
+        finally:
+            self.shutdown()
+        return 0
+
+    def _sighup(self) -> None:
+        try:
+            self.reload()
+        except Exception:
+            pass
+
+    def shutdown(self) -> None:
+        self.server.close()
+        if self.pidfile:
+            try:
+                os.unlink(self.pidfile)
+            except OSError:
+                pass
+
+    def _announce(self, address: str) -> None:
+        if self.opts.print_address is not None:
+            _write_fd(self.opts.print_address, address + "\n")
+        if self.opts.print_pid is not None:
+            _write_fd(self.opts.print_pid, f"{os.getpid()}\n")
+
+    def _write_pidfile(self) -> None:
+        path = self.config.pidfile
+        if path and not self.opts.nopidfile:
+            with open(path, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            self.pidfile = path
+
+    def _fork(self) -> None:
+        # The parent returns only once the child is set up, like dbus-daemon.
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid:
+            os.close(w)
+            os.read(r, 1)
+            os._exit(0)
+        os.close(r)
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        self._fork_ready = w
+        self.loop.call_soon(lambda: (os.write(w, b"x"), os.close(w)))
+
+
+def _write_fd(fd: int, text: str) -> None:
+    data = text.encode()
+    while data:
+        n = os.write(fd, data)
+        data = data[n:]
+
+
+def _notify_systemd(state: str) -> None:
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    if path.startswith("@"):
+        path = "\0" + path[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.sendto(state.encode(), path)
+    except OSError as e:
+        log.warning("could not notify systemd: %s", e)
+
+
+def run(opts: DaemonOptions) -> int:
+    try:
+        daemon = Daemon(opts)
+    except ConfigError as e:
+        print(f"sandbus-daemon: Failed to start message bus: {e}", file=sys.stderr)
+        return 1
+    try:
+        return daemon.run()
+    except (OSError, ConfigError, ValueError) as e:
+        print(f"sandbus-daemon: Failed to start message bus: {e}", file=sys.stderr)
+        return 1

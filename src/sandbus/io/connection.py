@@ -1,0 +1,279 @@
+"""One client connection: SASL, then framing of messages into the bus core,
+and batched, fd-carrying writes back out.  It is the core's 'sink'."""
+
+import array
+import errno
+import logging
+import os
+import socket
+from collections import deque
+
+from ..wire.message import ProtocolError, message_length
+from ..wire.sasl import SaslServer
+from .credentials import peer_credentials
+
+log = logging.getLogger("sandbus.io")
+
+READ_SIZE = 256 * 1024
+MAX_FDS_PER_READ = 253  # the kernel's SCM_MAX_FD
+_ANC_SIZE = socket.CMSG_SPACE(MAX_FDS_PER_READ * 4)
+_WRITE_CHUNK = 1024 * 1024
+_FATAL_WRITE = (errno.EPIPE, errno.ECONNRESET, errno.EBADF, errno.ENOTCONN)
+
+
+class Connection:
+    __slots__ = (
+        "server", "sock", "fd", "listener", "sasl", "peer", "creds", "rbuf", "wqueue",
+        "queued_bytes", "closed", "auth_timer", "reading", "writing", "dirty",
+    )
+
+    def __init__(self, server, sock: socket.socket, listener):
+        self.server = server
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.listener = listener
+        self.creds = peer_credentials(sock)
+        allowed = listener.allowed_uid
+        uid_allowed = server.uid_allowed if allowed is None else (lambda uid: uid == allowed)
+        self.sasl = SaslServer(server.guid, self.creds.uid, allow_unix_fds=True,
+                               allow_anonymous=server.allow_anonymous, uid_allowed=uid_allowed)
+        self.peer = None
+        self.rbuf = bytearray()
+        self.wqueue = deque()  # [memoryview/bytes, fds]
+        self.queued_bytes = 0
+        self.closed = False
+        self.reading = False
+        self.writing = False
+        self.dirty = False
+        self.auth_timer = server.loop.call_later(server.bus.limits.auth_timeout / 1000.0,
+                                                 self._auth_timeout)
+        self._start_reading()
+
+    # -- reading ---------------------------------------------------------------
+
+    def _start_reading(self) -> None:
+        if not self.reading and not self.closed:
+            self.server.loop.add_reader(self.fd, self._on_readable)
+            self.reading = True
+
+    def _stop_reading(self) -> None:
+        if self.reading:
+            self.server.loop.remove_reader(self.fd)
+            self.reading = False
+
+    def _on_readable(self) -> None:
+        server = self.server
+        try:
+            for _ in range(8):  # bounded, so one busy peer cannot starve others
+                try:
+                    data, anc, flags, _ = self.sock.recvmsg(READ_SIZE, _ANC_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as e:
+                    self.close(f"read error: {e}")
+                    return
+                if anc:
+                    self._take_fds(anc)
+                if not data:
+                    self.close("peer hung up")
+                    return
+                if self.peer is None:
+                    self._authenticate(data)
+                else:
+                    self._frames(data)
+                if self.closed:
+                    return
+                if self.queued_bytes > server.max_outgoing:
+                    # It does not read what we send: stop reading from it until it does.
+                    self._stop_reading()
+                    break
+                if len(data) < READ_SIZE:
+                    break
+        finally:
+            server.flush_dirty()
+
+    def _take_fds(self, anc) -> None:
+        fds = []
+        for level, kind, payload in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                a = array.array("i")
+                a.frombytes(payload[: len(payload) // 4 * 4])
+                fds.extend(a)
+        if self.peer is None or not self.peer.unix_fds:
+            for fd in fds:
+                os.close(fd)
+            if fds and self.peer is not None:
+                self.server.bus.kick(self.peer, "sent unix fds without negotiating them")
+            return
+        self.peer.incoming_fds.extend(fds)
+
+    def _authenticate(self, data: bytes) -> None:
+        sasl = self.sasl
+        reply = sasl.feed(data)
+        if reply:
+            self._queue(reply, ())
+        if sasl.failed:
+            self.close(f"authentication failed: {sasl.failure}")
+            return
+        if sasl.done:
+            self.auth_timer.cancel()
+            self.auth_timer = None
+            self.peer = self.server.authenticated(self, sasl.unix_fds)
+            if self.peer is None:
+                return
+            if sasl.leftover:
+                self._frames(sasl.leftover)
+
+    def _frames(self, data: bytes) -> None:
+        bus = self.server.bus
+        peer = self.peer
+        max_size = self.server.max_message_size
+        if self.rbuf:
+            self.rbuf += data
+            buf = self.rbuf
+        else:
+            buf = data
+        off = 0
+        end = len(buf)
+        try:
+            while end - off >= 16:
+                n = message_length(buf, off)
+                if n > max_size:
+                    bus.kick(peer, f"message of {n} bytes exceeds max_message_size")
+                    return
+                if end - off < n:
+                    break
+                if buf is self.rbuf:
+                    frame = bytes(buf[off:off + n])
+                elif off == 0 and n == end:
+                    frame = buf
+                else:
+                    frame = buf[off:off + n]
+                bus.receive(peer, frame)
+                off += n
+                if peer.closed:
+                    return
+        except ProtocolError as e:
+            bus.kick(peer, f"invalid message: {e}")
+            return
+        if buf is self.rbuf:
+            del self.rbuf[:off]
+        elif off < end:
+            self.rbuf += buf[off:]
+
+    # -- writing (the core calls send/close) ----------------------------------
+
+    def send(self, data: bytes, fds=()) -> None:
+        if self.closed:
+            return
+        if fds:
+            fds = [os.dup(fd) for fd in fds]  # our own copies, closed once sent
+        self.wqueue.append([data, fds])
+        self.queued_bytes += len(data)
+        if not self.dirty:
+            self.dirty = True
+            self.server.mark_dirty(self)
+
+    _queue = send
+
+    def flush(self) -> None:
+        self.dirty = False
+        q = self.wqueue
+        sock = self.sock
+        while q:
+            item = q[0]
+            data, fds = item
+            try:
+                if fds:
+                    n = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+                    for fd in fds:
+                        os.close(fd)
+                    item[1] = ()
+                    if n == len(data):
+                        q.popleft()
+                    else:
+                        item[0] = memoryview(data)[n:]
+                    self.queued_bytes -= n
+                    continue
+                if len(q) > 1 and len(data) < _WRITE_CHUNK:
+                    parts = []
+                    size = 0
+                    while q and not q[0][1] and size < _WRITE_CHUNK:
+                        d = q.popleft()[0]
+                        parts.append(d)
+                        size += len(d)
+                    data = b"".join(parts)
+                    q.appendleft([data, ()])
+                    item = q[0]
+                n = sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                if e.errno in _FATAL_WRITE:
+                    self.close(f"write error: {e}")
+                    return
+                raise
+            self.queued_bytes -= n
+            if n == len(data):
+                q.popleft()
+            else:
+                item[0] = memoryview(data)[n:]
+                break
+        loop = self.server.loop
+        if q and not self.writing and not self.closed:
+            loop.add_writer(self.fd, self._on_writable)
+            self.writing = True
+        elif not q and self.writing:
+            loop.remove_writer(self.fd)
+            self.writing = False
+        if not self.reading and self.peer is not None and not self.closed \
+                and self.queued_bytes <= self.server.max_outgoing // 2:
+            self._start_reading()
+
+    def _on_writable(self) -> None:
+        self.flush()
+
+    # -- teardown --------------------------------------------------------------
+
+    def close(self, reason: str = "") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        log.debug("closing connection %d: %s", self.fd, reason)
+        loop = self.server.loop
+        if self.reading:
+            loop.remove_reader(self.fd)
+            self.reading = False
+        if self.writing:
+            loop.remove_writer(self.fd)
+            self.writing = False
+        if self.auth_timer is not None:
+            self.auth_timer.cancel()
+        # Best effort: what was already queued (e.g. an error reply) goes out first.
+        try:
+            for data, fds in self.wqueue:
+                if fds:
+                    break
+                self.sock.send(data)
+        except OSError:
+            pass
+        for _, fds in self.wqueue:
+            for fd in fds:
+                os.close(fd)
+        self.wqueue.clear()
+        self.queued_bytes = 0
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        if self.creds.pidfd is not None:
+            try:
+                os.close(self.creds.pidfd)
+            except OSError:
+                pass
+        self.server.connection_closed(self)
+
+    def _auth_timeout(self) -> None:
+        self.auth_timer = None
+        if self.peer is None:
+            self.close("authentication timed out")

@@ -1,0 +1,139 @@
+"""The asyncio side of the bus: accept connections on listeners, hand them
+to Connection objects, batch their writes, and shut down cleanly."""
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+
+from .connection import Connection
+
+log = logging.getLogger("sandbus.io")
+
+
+def new_event_loop():
+    """uvloop when installed (it is optional), else asyncio's default loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+class Server:
+    def __init__(self, bus, loop, *, uid_allowed=None, allow_anonymous: bool = False):
+        self.bus = bus
+        self.loop = loop
+        self.guid = bus.settings.guid
+        self.uid_allowed = uid_allowed or (lambda uid: True)
+        self.allow_anonymous = allow_anonymous
+        self.listeners = []
+        self.connections = set()
+        self.incomplete = 0
+        self._dirty = []
+        self._flush_scheduled = False
+        self.apply_limits()
+
+    def apply_limits(self) -> None:
+        limits = self.bus.limits
+        self.max_outgoing = limits.max_outgoing_bytes
+        self.max_message_size = min(limits.max_message_size, 128 * 1024 * 1024)
+
+    # -- listeners -------------------------------------------------------------
+
+    def add_listener(self, listener) -> None:
+        self.listeners.append(listener)
+        self.loop.add_reader(listener.sock.fileno(), self._on_accept, listener)
+
+    def remove_listener(self, listener) -> None:
+        if listener in self.listeners:
+            self.listeners.remove(listener)
+            try:
+                self.loop.remove_reader(listener.sock.fileno())
+            except (ValueError, OSError):
+                pass
+        listener.close()
+
+    def _on_accept(self, listener) -> None:
+        limits = self.bus.limits
+        for _ in range(64):
+            try:
+                sock, _ = listener.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.warning("accept failed: %s", e)
+                return
+            sock.setblocking(False)
+            if self.incomplete >= limits.max_incomplete_connections or \
+                    len(self.connections) >= limits.max_completed_connections + limits.max_incomplete_connections:
+                log.warning("refusing connection: too many connections")
+                sock.close()
+                continue
+            if listener.container is not None and not listener.container.admit_connection():
+                sock.close()
+                continue
+            try:
+                conn = Connection(self, sock, listener)
+            except OSError as e:
+                log.warning("could not set up connection: %s", e)
+                sock.close()
+                continue
+            self.connections.add(conn)
+            self.incomplete += 1
+
+    # -- connection life -------------------------------------------------------
+
+    def authenticated(self, conn, unix_fds: bool):
+        limits = self.bus.limits
+        uid = conn.creds.uid
+        if uid is not None and sum(1 for c in self.connections if c.peer is not None
+                                   and c.creds.uid == uid) >= limits.max_connections_per_user:
+            conn.close("too many connections for this user")
+            return None
+        self.incomplete -= 1
+        peer = self.bus.connect(conn, conn.creds, unix_fds, conn.listener)
+        return peer
+
+    def connection_closed(self, conn) -> None:
+        self.connections.discard(conn)
+        if conn.peer is None:
+            self.incomplete -= 1
+        else:
+            self.bus.disconnect(conn.peer)
+        if conn.listener.container is not None:
+            conn.listener.container.connection_gone(conn.peer)
+
+    # -- write batching --------------------------------------------------------
+
+    def mark_dirty(self, conn) -> None:
+        self._dirty.append(conn)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self.flush_dirty)
+
+    def flush_dirty(self) -> None:
+        self._flush_scheduled = False
+        dirty = self._dirty
+        while dirty:
+            self._dirty = []
+            for conn in dirty:
+                if not conn.closed:
+                    conn.flush()
+            dirty = self._dirty
+
+    # -- shutdown --------------------------------------------------------------
+
+    def close(self) -> None:
+        for listener in list(self.listeners):
+            self.remove_listener(listener)
+        for conn in list(self.connections):
+            conn.close("bus shutting down")
+
+
+def install_signal_handlers(loop, stop, reload=None) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+    if reload is not None:
+        loop.add_signal_handler(signal.SIGHUP, reload)

@@ -1,0 +1,397 @@
+"""D-Bus messages: framing, header parsing and validation, and building.
+
+The bus parses only the fixed header and the header fields of a message it
+routes; the body stays opaque bytes.  Forwarding splices the header fields the
+bus owns (SENDER, CONTAINER_INSTANCE) and copies everything else unchanged.
+"""
+
+import struct
+
+from .marshal import MarshalError, Reader, Writer
+from .names import (
+    is_valid_bus_name,
+    is_valid_error_name,
+    is_valid_interface,
+    is_valid_member,
+    is_valid_object_path,
+)
+from .signature import SignatureError, split_signature
+
+METHOD_CALL = 1
+METHOD_RETURN = 2
+ERROR = 3
+SIGNAL = 4
+TYPE_NAMES = {METHOD_CALL: "method_call", METHOD_RETURN: "method_return", ERROR: "error", SIGNAL: "signal"}
+
+NO_REPLY_EXPECTED = 0x1
+NO_AUTO_START = 0x2
+ALLOW_INTERACTIVE_AUTHORIZATION = 0x4
+
+FIELD_PATH = 1
+FIELD_INTERFACE = 2
+FIELD_MEMBER = 3
+FIELD_ERROR_NAME = 4
+FIELD_REPLY_SERIAL = 5
+FIELD_DESTINATION = 6
+FIELD_SENDER = 7
+FIELD_SIGNATURE = 8
+FIELD_UNIX_FDS = 9
+FIELD_CONTAINER_INSTANCE = 10
+
+_FIELD_TYPES = {
+    FIELD_PATH: "o", FIELD_INTERFACE: "s", FIELD_MEMBER: "s", FIELD_ERROR_NAME: "s",
+    FIELD_REPLY_SERIAL: "u", FIELD_DESTINATION: "s", FIELD_SENDER: "s",
+    FIELD_SIGNATURE: "g", FIELD_UNIX_FDS: "u", FIELD_CONTAINER_INSTANCE: "o",
+}
+# Fields a client may not set: the bus sets them itself.
+_BUS_OWNED_FIELDS = (FIELD_SENDER, FIELD_CONTAINER_INSTANCE)
+
+MAX_MESSAGE_LENGTH = 128 * 1024 * 1024
+PROTOCOL_VERSION = 1
+LOCAL_PATH = "/org/freedesktop/DBus/Local"
+LOCAL_INTERFACE = "org.freedesktop.DBus.Local"
+
+_LE_FIXED = struct.Struct("<BBBBIII")
+_BE_FIXED = struct.Struct(">BBBBIII")
+_LE_U32 = struct.Struct("<I")
+_BE_U32 = struct.Struct(">I")
+_PAD = b"\0" * 8
+
+
+class ProtocolError(ValueError):
+    """The peer sent bytes that are not a valid D-Bus message."""
+
+
+def message_length(buf, offset: int = 0):
+    """Total length of the message starting at buf[offset], or None if the
+    fixed part is not yet complete.  Raises ProtocolError for impossible sizes."""
+    if len(buf) - offset < 16:
+        return None
+    endian = buf[offset]
+    if endian == 0x6C:  # 'l'
+        body_len, _, fields_len = _LE_FIXED.unpack_from(buf, offset)[4:]
+    elif endian == 0x42:  # 'B'
+        body_len, _, fields_len = _BE_FIXED.unpack_from(buf, offset)[4:]
+    else:
+        raise ProtocolError(f"invalid byte-order mark {endian:#x}")
+    if buf[offset + 3] != PROTOCOL_VERSION:
+        raise ProtocolError(f"unsupported protocol version {buf[offset + 3]}")
+    total = 16 + fields_len + (-fields_len % 8) + body_len
+    if total > MAX_MESSAGE_LENGTH:
+        raise ProtocolError(f"message of {total} bytes exceeds the 128 MiB limit")
+    return total
+
+
+# Validated names recur constantly (the same interfaces and members), so a
+# bounded cache turns most regex checks into one set lookup.
+_valid_cache = {}
+_VALIDATORS = {
+    FIELD_PATH: is_valid_object_path,
+    FIELD_INTERFACE: is_valid_interface,
+    FIELD_MEMBER: is_valid_member,
+    FIELD_ERROR_NAME: is_valid_error_name,
+    FIELD_DESTINATION: is_valid_bus_name,
+    FIELD_SENDER: is_valid_bus_name,
+    FIELD_CONTAINER_INSTANCE: is_valid_object_path,
+}
+
+
+def _check_name(code: int, value: str) -> None:
+    key = (code, value)
+    if key in _valid_cache:
+        return
+    if not _VALIDATORS[code](value):
+        raise ProtocolError(f"invalid value {value!r} in header field {code}")
+    if len(_valid_cache) > 20000:
+        _valid_cache.clear()
+    _valid_cache[key] = True
+
+
+class Message:
+    """A parsed header plus the raw bytes of the whole message."""
+
+    __slots__ = (
+        "data", "endian", "type", "flags", "body_len", "serial", "path", "interface",
+        "member", "error_name", "reply_serial", "destination", "sender", "signature",
+        "unix_fds", "fields_len", "body_start", "_kept_fields", "fds", "_forwarded",
+        "args_cache",
+    )
+
+    def __init__(self, data: bytes, fds=()):
+        self.data = data
+        self.fds = fds
+        self._forwarded = None
+        self.args_cache = None
+        self._parse()
+
+    def _parse(self) -> None:
+        data = self.data
+        endian = data[0]
+        if endian == 0x6C:
+            fixed, u32, self.endian = _LE_FIXED, _LE_U32, "l"
+        elif endian == 0x42:
+            fixed, u32, self.endian = _BE_FIXED, _BE_U32, "B"
+        else:
+            raise ProtocolError(f"invalid byte-order mark {endian:#x}")
+        _, mtype, flags, version, body_len, serial, fields_len = fixed.unpack_from(data, 0)
+        if version != PROTOCOL_VERSION:
+            raise ProtocolError(f"unsupported protocol version {version}")
+        if mtype not in TYPE_NAMES:
+            raise ProtocolError(f"invalid message type {mtype}")
+        if serial == 0:
+            raise ProtocolError("message serial is 0")
+        self.type = mtype
+        self.flags = flags
+        self.body_len = body_len
+        self.serial = serial
+        self.fields_len = fields_len
+        end = 16 + fields_len
+        self.body_start = end + (-fields_len % 8)
+        if self.body_start + body_len != len(data):
+            raise ProtocolError("message length does not match its header")
+        self.path = self.interface = self.member = self.error_name = None
+        self.reply_serial = self.destination = self.sender = None
+        self.signature = ""
+        self.unix_fds = 0
+        kept = None  # None means "all fields kept": the common, fast case
+        seen = set()
+        p = 16
+        while p < end:
+            if p % 8:
+                pad = -p % 8
+                if data[p:p + pad] != _PAD[:pad]:
+                    raise ProtocolError("non-zero padding between header fields")
+                p += pad
+                if p >= end:
+                    raise ProtocolError("header fields end in padding")
+            start = p
+            code = data[p]
+            if p + 4 > end or data[p + 1] != 1 or data[p + 3] != 0:
+                # not a one-character signature: only legal for unknown fields
+                if code in _FIELD_TYPES:
+                    raise ProtocolError(f"header field {code} has the wrong type")
+                p = self._skip_unknown_field(p, end)
+                kept = self._drop_field(kept, start, p, code)
+                continue
+            sig = chr(data[p + 2])
+            expected = _FIELD_TYPES.get(code)
+            if expected is None:
+                p = self._skip_unknown_field(p, end)
+                kept = self._drop_field(kept, start, p, code)
+                continue
+            if sig != expected:
+                raise ProtocolError(f"header field {code} has type {sig!r}, expected {expected!r}")
+            if code in seen:
+                raise ProtocolError(f"header field {code} appears twice")
+            seen.add(code)
+            if sig == "u":
+                if p + 8 > end:
+                    raise ProtocolError("header field truncated")
+                value = u32.unpack_from(data, p + 4)[0]
+                p += 8
+                if code == FIELD_REPLY_SERIAL:
+                    if value == 0:
+                        raise ProtocolError("reply serial is 0")
+                    self.reply_serial = value
+                else:
+                    self.unix_fds = value
+            elif sig == "g":
+                n = data[p + 4] if p + 4 < end else 0
+                q = p + 5 + n
+                if q >= end + 1 or q >= len(data) or data[q] != 0:
+                    raise ProtocolError("signature header field malformed")
+                try:
+                    value = bytes(data[p + 5:q]).decode("ascii")
+                    split_signature(value)
+                except (UnicodeDecodeError, SignatureError) as e:
+                    raise ProtocolError(f"invalid signature in header: {e}") from e
+                self.signature = value
+                p = q + 1
+            else:
+                if p + 8 > end:
+                    raise ProtocolError("header field truncated")
+                n = u32.unpack_from(data, p + 4)[0]
+                q = p + 8 + n
+                if q >= end or data[q] != 0:
+                    raise ProtocolError("string header field malformed")
+                try:
+                    value = bytes(data[p + 8:q]).decode()
+                except UnicodeDecodeError as e:
+                    raise ProtocolError("header string is not UTF-8") from e
+                if "\0" in value:
+                    raise ProtocolError("header string contains NUL")
+                _check_name(code, value)
+                p = q + 1
+                if code == FIELD_PATH:
+                    self.path = value
+                elif code == FIELD_INTERFACE:
+                    self.interface = value
+                elif code == FIELD_MEMBER:
+                    self.member = value
+                elif code == FIELD_ERROR_NAME:
+                    self.error_name = value
+                elif code == FIELD_DESTINATION:
+                    self.destination = value
+                elif code == FIELD_SENDER:
+                    self.sender = value
+                if code in _BUS_OWNED_FIELDS:
+                    kept = self._drop_field(kept, start, p, code)
+                    continue
+            if kept is not None:
+                kept.append((start, p))
+        if p != end:
+            raise ProtocolError("header fields overrun their array")
+        self._kept_fields = kept
+        self._check_required()
+        if self.body_len and not self.signature:
+            raise ProtocolError("message has a body but no signature")
+
+    def _skip_unknown_field(self, p: int, end: int) -> int:
+        # Unknown fields must be tolerated (and are removed on forwarding).
+        r = Reader(self.data, self.endian, p, end)
+        try:
+            r.read("(yv)")
+        except (MarshalError, SignatureError) as e:
+            raise ProtocolError(f"malformed header field: {e}") from e
+        return r.pos
+
+    def _drop_field(self, kept, start: int, stop: int, code: int):
+        if kept is None:
+            # Switch to the slow path: list the fields seen so far.
+            kept = []
+            q = 16
+            while q < start:
+                r = Reader(self.data, self.endian, q, start)
+                r.read("(yv)")
+                kept.append((q, r.pos))
+                q = r.pos + (-r.pos % 8)
+        return kept
+
+    def _check_required(self) -> None:
+        t = self.type
+        if t == METHOD_CALL:
+            if self.path is None or self.member is None:
+                raise ProtocolError("method call without path or member")
+        elif t == SIGNAL:
+            if self.path is None or self.interface is None or self.member is None:
+                raise ProtocolError("signal without path, interface or member")
+        elif t == ERROR:
+            if self.error_name is None or self.reply_serial is None:
+                raise ProtocolError("error without error name or reply serial")
+        elif self.reply_serial is None:
+            raise ProtocolError("method return without reply serial")
+        if self.path == LOCAL_PATH or self.interface == LOCAL_INTERFACE:
+            raise ProtocolError("messages may not use the reserved Local path or interface")
+
+    @property
+    def no_reply_expected(self) -> bool:
+        return bool(self.flags & NO_REPLY_EXPECTED)
+
+    @property
+    def expects_reply(self) -> bool:
+        return self.type == METHOD_CALL and not self.flags & NO_REPLY_EXPECTED
+
+    def body(self) -> list:
+        """Unmarshal the body (only for driver calls and argN matches)."""
+        if not self.signature:
+            return []
+        r = Reader(self.data, self.endian, self.body_start, len(self.data))
+        values = r.read(self.signature)
+        if r.pos != len(self.data):
+            raise MarshalError("trailing bytes after the body")
+        return values
+
+    def forwarded(self, sender_field: bytes, instance_field: bytes = b"") -> bytes:
+        """The bytes to deliver: this message with the bus's SENDER field (and
+        CONTAINER_INSTANCE when given) in place of whatever the sender wrote."""
+        if not instance_field:
+            cached = self._forwarded
+            if cached is not None:
+                return cached
+        data = self.data
+        u32 = _LE_U32 if self.endian == "l" else _BE_U32
+        kept = self._kept_fields
+        if kept is None:
+            fields_len = self.fields_len
+            parts = [data[:12], b"", data[16:16 + fields_len], _PAD[:-fields_len % 8]]
+            length = fields_len + (-fields_len % 8)
+        else:
+            parts = [data[:12], b""]
+            length = 0
+            for start, stop in kept:
+                parts.append(data[start:stop])
+                pad = -(stop - start) % 8
+                parts.append(_PAD[:pad])
+                length += stop - start + pad
+        parts.append(sender_field)
+        length += len(sender_field)
+        if instance_field:
+            pad = -length % 8
+            parts.append(_PAD[:pad])
+            parts.append(instance_field)
+            length += pad + len(instance_field)
+        parts[1] = u32.pack(length)
+        parts.append(_PAD[:-length % 8])
+        parts.append(data[self.body_start:])
+        out = b"".join(parts)
+        if not instance_field:
+            self._forwarded = out
+        return out
+
+
+def string_field(code: int, value: str, endian: str = "l", sig: str = "s") -> bytes:
+    """A complete marshalled header field struct for a string-like value."""
+    raw = value.encode()
+    u32 = _LE_U32 if endian == "l" else _BE_U32
+    return bytes((code, 1, ord(sig), 0)) + u32.pack(len(raw)) + raw + b"\0"
+
+
+def build_message(
+    mtype: int,
+    serial: int,
+    *,
+    path=None,
+    interface=None,
+    member=None,
+    error_name=None,
+    reply_serial=None,
+    destination=None,
+    sender=None,
+    signature: str = "",
+    body=(),
+    flags: int = 0,
+    unix_fds: int = 0,
+    container_instance=None,
+    endian: str = "l",
+) -> bytes:
+    fields = []
+    if path is not None:
+        fields.append((FIELD_PATH, ("o", path)))
+    if interface is not None:
+        fields.append((FIELD_INTERFACE, ("s", interface)))
+    if member is not None:
+        fields.append((FIELD_MEMBER, ("s", member)))
+    if error_name is not None:
+        fields.append((FIELD_ERROR_NAME, ("s", error_name)))
+    if reply_serial is not None:
+        fields.append((FIELD_REPLY_SERIAL, ("u", reply_serial)))
+    if destination is not None:
+        fields.append((FIELD_DESTINATION, ("s", destination)))
+    if sender is not None:
+        fields.append((FIELD_SENDER, ("s", sender)))
+    if signature:
+        fields.append((FIELD_SIGNATURE, ("g", signature)))
+    if unix_fds:
+        fields.append((FIELD_UNIX_FDS, ("u", unix_fds)))
+    if container_instance is not None:
+        fields.append((FIELD_CONTAINER_INSTANCE, ("o", container_instance)))
+    body_writer = Writer(endian)
+    if signature:
+        body_writer.write(signature, body)
+    body_bytes = bytes(body_writer.buf)
+    w = Writer(endian)
+    w.buf += bytes((ord(endian), mtype, flags, PROTOCOL_VERSION))
+    w.write("uua(yv)", (len(body_bytes), serial, fields))
+    w.align(8)
+    w.buf += body_bytes
+    return bytes(w.buf)

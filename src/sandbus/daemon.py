@@ -12,6 +12,7 @@ import sys
 from .config import ConfigError, Policy, load_config, load_standard
 from .config.policy import Creds
 from .core.bus import Bus, BusSettings
+from .io.container_sockets import ContainerSockets
 from .io.listener import listen
 from .io.server import Server, install_signal_handlers, new_event_loop
 
@@ -67,6 +68,7 @@ class Daemon:
         self.loop = new_event_loop()
         self.server = Server(self.bus, self.loop, uid_allowed=self._uid_allowed,
                              allow_anonymous=self.config.allow_anonymous)
+        self.bus.containers.sockets = ContainerSockets(self.server)
         self.stop_event = None
         self.pidfile = None
 
@@ -125,6 +127,7 @@ class Daemon:
             pass
 
     def shutdown(self) -> None:
+        self.bus.containers.shutdown()
         self.server.close()
         if self.pidfile:
             try:

@@ -25,6 +25,14 @@ def pytest_report_header(config):
     return f"integration daemon under test: {DAEMON}"
 
 
+def pytest_collection_modifyitems(config, items):
+    # Integration tests are quick; a hang should fail fast, not after 120 s.
+    here = os.path.dirname(__file__)
+    for item in items:
+        if str(item.fspath).startswith(here) and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(30))
+
+
 def _start(workdir, **kw) -> DaemonBus:
     try:
         return DaemonBus(workdir, **kw)

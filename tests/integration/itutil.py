@@ -34,7 +34,9 @@ from jeepney import (
     new_method_return,
     new_signal,
 )
-from jeepney.io.blocking import open_dbus_connection
+from jeepney.bus import get_bus
+from jeepney.io.common import MessageFilters
+from jeepney.io.blocking import DBusConnection, DBusConnectionBase, prep_socket
 
 DAEMON = os.environ.get("SANDBUS_TEST_DAEMON", "sandbus-daemon")
 DAEMON_NAME = os.path.basename(DAEMON.split()[0])
@@ -357,10 +359,18 @@ class Client:
     that is not the reply being waited for goes into ``inbox``."""
 
     def __init__(self, address: str, enable_fds: bool = False):
-        self.conn = open_dbus_connection(address, enable_fds=enable_fds,
-                                         auth_timeout=TIMEOUT)
-        self.unique_name = self.conn.unique_name
+        # Like jeepney's open_dbus_connection, but Hello has a timeout too.
+        sock = prep_socket(get_bus(address), enable_fds, timeout=TIMEOUT)
+        conn = DBusConnection.__new__(DBusConnection)
+        DBusConnectionBase.__init__(conn, sock, enable_fds)
+        conn._filters = MessageFilters()
+        self.conn = conn
         self.inbox: deque = deque()
+        reply = self.call_msg(new_method_call(DRIVER, "Hello"))
+        if reply.header.message_type != MessageType.method_return:
+            conn.close()
+            raise DBusErrorReply(reply)
+        conn.unique_name = self.unique_name = reply.body[0]
 
     def close(self):
         self.conn.close()

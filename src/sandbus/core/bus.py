@@ -45,7 +45,9 @@ class BusSettings:
 
 class Bus:
     def __init__(self, settings: BusSettings, release_fds=None):
-        from .driver import Driver  # the driver needs Bus; import here to keep one direction
+        # The driver and the containers layer need Bus; import here to keep one direction.
+        from ..containers.manager import ContainerManager
+        from .driver import Driver
 
         self.settings = settings
         self.limits = settings.limits
@@ -61,7 +63,7 @@ class Bus:
         self._serial = 0
         self.release_fds = release_fds or _close_fds
         self.driver = Driver(self)
-        self.containers = None  # set by the containers layer when enabled
+        self.containers = ContainerManager(self)
 
     # -- connections -----------------------------------------------------------
 
@@ -71,8 +73,8 @@ class Bus:
         if self.settings.policy is not None:
             peer.policy = self.settings.policy.for_connection(creds)
         self.connections.add(peer)
-        if self.containers is not None:
-            self.containers.on_connect(peer)
+        if listener is not None and listener.container is not None:
+            self.containers.on_connect(peer, listener.container)
         return peer
 
     def new_unique_name(self) -> str:
@@ -103,11 +105,12 @@ class Bus:
                                    "Message recipient disconnected from message bus without replying")
         if peer.unique_name is not None and not peer.is_monitor:
             del self.peers[peer.unique_name]
+            self.containers.access.departing = peer
             for change in self.registry.drop_peer(peer):
                 self.announce(change)
             self.emit_name_owner_changed(peer.unique_name, peer.unique_name, "")
-        if self.containers is not None:
-            self.containers.on_disconnect(peer)
+            self.containers.access.departing = None
+        self.containers.on_disconnect(peer)
         self.driver.on_disconnect(peer)
 
     def kick(self, peer: Peer, reason: str) -> None:
@@ -184,12 +187,13 @@ class Bus:
             if key not in sender.expected_replies:
                 log.debug("dropping unrequested reply from %s to %s", sender.unique_name, target.unique_name)
                 return
-            if self.containers is not None and not self.containers.allow_reply(sender, target, msg):
+            if (sender.container is not None or target.container is not None) \
+                    and not self.containers.allow_reply(sender, target, msg):
                 return
             del sender.expected_replies[key]
             target.pending_calls -= 1
         else:
-            if self.containers is not None:
+            if sender.container is not None or target.container is not None:
                 denial = self.containers.check_unicast(sender, target, msg)
                 if denial is not None:
                     if msg.expects_reply:
@@ -245,7 +249,8 @@ class Bus:
                     delivered.add(p)
                     if msg.fds and not p.unix_fds:
                         continue
-                    if containers is not None and not containers.allow_broadcast(sender, p, msg):
+                    if (sender.container is not None or p.container is not None) \
+                            and not containers.allow_broadcast(sender, p, msg):
                         continue
                     if p.policy is not None and self.driver.receive_denial(sender, p, msg) is not None:
                         continue

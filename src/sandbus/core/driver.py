@@ -59,7 +59,7 @@ class Driver:
         self.bus = bus
         self.activation_environment = {}
         self.reload_config = None  # set by the daemon: () -> None, raises on failure
-        self.interfaces = [IFACE_MONITORING, IFACE_STATS]
+        self.interfaces = [IFACE_MONITORING, IFACE_STATS, IFACE_CONTAINERS]
         self._by_member = {}
         for (iface, member), entry in _METHODS.items():
             self._by_member.setdefault(member, (iface, entry))
@@ -92,7 +92,7 @@ class Driver:
                 args = msg.body()
             except (MarshalError, ValueError) as e:
                 raise DBusError(errors.INVALID_ARGS, f"Call to {member} has invalid arguments: {e}")
-            if self.bus.containers is not None:
+            if peer.container is not None:
                 self.bus.containers.check_driver_call(peer, iface, member, args)
             result = fn(self, peer, msg, *args)
         except DBusError as e:
@@ -133,7 +133,7 @@ class Driver:
         activation = bus.settings.activation
         dest = msg.destination
         if activation is not None and dest[0] != ":" and not msg.flags & NO_AUTO_START \
-                and activation.can_activate(dest):
+                and activation.can_activate(dest) and bus.containers.access.may_activate(sender, dest):
             activation.activate_for_message(sender, msg)
             return
         if msg.expects_reply:
@@ -197,6 +197,7 @@ def _hello_again(driver, peer, msg):
 @method(IFACE_DBUS, "RequestName", "su", "u")
 def _request_name(driver, peer, msg, name, flags):
     bus = driver.bus
+    bus.containers.check_own(peer, name)
     if not is_valid_bus_name(name):
         raise DBusError(errors.INVALID_ARGS, f'Requested bus name "{name}" is not valid')
     if name.startswith(":"):
@@ -204,8 +205,6 @@ def _request_name(driver, peer, msg, name, flags):
     if name == DRIVER_NAME:
         raise DBusError(errors.INVALID_ARGS, f'Connection "{peer.unique_name}" is not allowed to own the '
                         f'service "{DRIVER_NAME}"because it is reserved for D-Bus\' use only')
-    if bus.containers is not None:
-        bus.containers.check_own(peer, name)
     if peer.policy is not None and not peer.policy.can_own(name):
         raise DBusError(errors.ACCESS_DENIED, f'Connection "{peer.unique_name}" is not allowed to own the '
                         f'service "{name}" due to security policies in the configuration file')
@@ -223,6 +222,7 @@ def _request_name(driver, peer, msg, name, flags):
 @method(IFACE_DBUS, "ReleaseName", "s", "u")
 def _release_name(driver, peer, msg, name):
     bus = driver.bus
+    bus.containers.check_own(peer, name)
     if not is_valid_bus_name(name):
         raise DBusError(errors.INVALID_ARGS, f'Given bus name "{name}" is not valid')
     if name.startswith(":"):
@@ -230,8 +230,6 @@ def _release_name(driver, peer, msg, name):
     if name == DRIVER_NAME:
         raise DBusError(errors.INVALID_ARGS,
                         f"Cannot release the {DRIVER_NAME} service because it is owned by the bus")
-    if bus.containers is not None:
-        bus.containers.check_own(peer, name)
     code, changes = bus.registry.release(peer, name)
     for change in changes:
         bus.announce(change)

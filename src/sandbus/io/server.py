@@ -2,6 +2,7 @@
 to Connection objects, batch their writes, and shut down cleanly."""
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -63,7 +64,7 @@ class Server:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
-                log.warning("accept failed: %s", e)
+                self._accept_failed(listener, e)
                 return
             sock.setblocking(False)
             if self.incomplete >= limits.max_incomplete_connections or \
@@ -82,6 +83,24 @@ class Server:
                 continue
             self.connections.add(conn)
             self.incomplete += 1
+
+    def _accept_failed(self, listener, error) -> None:
+        # Never spin on a socket that keeps failing: out of fds is transient,
+        # so pause this listener briefly; anything else stops it for good.
+        fd = listener.sock.fileno()
+        if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+            log.warning("accept failed (%s); pausing this listener for 100 ms", error)
+            self.loop.remove_reader(fd)
+            self.loop.call_later(0.1, lambda: listener in self.listeners and
+                                 self.loop.add_reader(fd, self._on_accept, listener))
+            return
+        if error.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+            return
+        log.error("listening socket failed (%s); no longer accepting on it", error)
+        if listener.container is not None:
+            self.bus.containers.listener_failed(listener.container)
+        else:
+            self.remove_listener(listener)
 
     # -- connection life -------------------------------------------------------
 

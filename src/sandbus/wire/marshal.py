@@ -87,7 +87,8 @@ class Writer:
             buf += b"\0"
         elif c == "v":
             sig, value = v
-            split_signature(sig)
+            if len(split_signature(sig)) != 1:
+                raise MarshalError(f"variant signature {sig!r} is not a single complete type")
             self._write_one("g", sig)
             self._write_one(sig, value)
         elif c == "a":

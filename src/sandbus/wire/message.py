@@ -166,6 +166,8 @@ class Message:
                     raise ProtocolError("header fields end in padding")
             start = p
             code = data[p]
+            if code == 0:
+                raise ProtocolError("header field code 0 is invalid")
             if p + 4 > end or data[p + 1] != 1 or data[p + 3] != 0:
                 # not a one-character signature: only legal for unknown fields
                 if code in _FIELD_TYPES:

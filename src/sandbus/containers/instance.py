@@ -1,0 +1,61 @@
+"""A container instance: one restricted, identifiable server on the bus."""
+
+from ..wire.message import FIELD_CONTAINER_INSTANCE, string_field
+
+PATH_PREFIX = "/org/freedesktop/DBus/Containers1/c"
+
+
+class ContainerInstance:
+    def __init__(self, number: int, ctype: str, name: str, metadata: dict,
+                 creator, creator_creds: dict, max_connections: int):
+        self.number = number
+        self.path = f"{PATH_PREFIX}{number}"
+        self.type = ctype
+        self.name = name
+        self.metadata = metadata
+        self.creator = creator  # Peer, until it disconnects
+        self.creator_uid = creator.creds.uid
+        self.creator_name = creator.unique_name
+        self.creator_creds = creator_creds
+        self.max_connections = max_connections
+        self.listener = None
+        self.listening = False  # accepting, or waiting for ReadyNotification
+        self.connections = set()
+        self.authenticating = 0
+        self.stop_on_disconnect = True
+        self.virtual_machine_id = None
+        self.hide_machine_id = False
+        self.access = None  # AccessRules when the instance is mediated (Allow given)
+        self.announced = False  # the AddServer reply went out
+        self.removed = False
+        self.watches = []  # cancel callables for notification pipes
+        self.fields = {e: string_field(FIELD_CONTAINER_INSTANCE, self.path, e, "o") for e in "lB"}
+
+    @property
+    def alive(self) -> bool:
+        return self.listening or bool(self.connections) or self.authenticating > 0
+
+    # -- called by the io layer through the listener ---------------------------
+
+    def admit_connection(self) -> bool:
+        """A new socket connection: counted from accept, so connections still
+        authenticating count against MaxConnections too."""
+        if len(self.connections) + self.authenticating >= self.max_connections:
+            return False
+        self.authenticating += 1
+        return True
+
+    def connection_gone(self, peer) -> None:
+        # Only connections that never authenticated are ours to count here;
+        # the bus core reports the others through on_disconnect.
+        if peer is None:
+            self.authenticating -= 1
+            self.on_change()
+
+    def on_change(self) -> None:  # replaced by the manager
+        pass
+
+    def summary(self) -> dict:
+        return {"path": self.path, "type": self.type, "name": self.name,
+                "creator": self.creator_name, "connections": len(self.connections),
+                "listening": self.listening}

@@ -1,0 +1,75 @@
+"""Sockets for container instances, made on behalf of the containers layer:
+new listening sockets in the containers directory, adopted fd-passed ones,
+and watches on notification pipes."""
+
+import os
+import secrets
+import socket
+import stat
+
+from .listener import Listener, bind_unix_path
+
+
+class ContainerSockets:
+    def __init__(self, server):
+        self.server = server
+
+    def create(self, directory: str) -> Listener:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        st = os.lstat(directory)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            raise OSError(f"{directory} is not a directory owned by the bus user")
+        path = os.path.join(directory, "dbus-" + secrets.token_hex(10))
+        listener = bind_unix_path(path)
+        # Anyone may connect at the filesystem level; the bus itself only
+        # lets the creator's uid authenticate.
+        os.chmod(path, 0o666)
+        return listener
+
+    def adopt(self, fd: int) -> Listener:
+        """A socket the container manager bound itself (e.g. inside a sandbox)."""
+        sock = socket.socket(fileno=os.dup(fd))
+        try:
+            if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+                raise ValueError("Socket must be an AF_UNIX stream socket")
+            if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                raise ValueError("Socket must already be listening")
+        except ValueError:
+            sock.close()
+            raise
+        except OSError as e:
+            sock.close()
+            raise ValueError(f"Socket is not usable: {e}")
+        sock.setblocking(False)
+        name = sock.getsockname()
+        params = {"path": name} if isinstance(name, str) and name else {"abstract": "(passed)"}
+        return Listener(sock, ("unix", params), path=None, owned=False)
+
+    def start(self, listener: Listener) -> None:
+        self.server.add_listener(listener)
+
+    def stop(self, listener: Listener) -> None:
+        if listener in self.server.listeners:
+            self.server.remove_listener(listener)
+        else:
+            listener.close()
+
+    def watch(self, fd: int, callback, once: bool = True):
+        """Call callback when fd polls readable or hung up; returns cancel()."""
+        loop = self.server.loop
+        own = os.dup(fd)
+        state = {"active": True}
+
+        def cancel():
+            if state["active"]:
+                state["active"] = False
+                loop.remove_reader(own)
+                os.close(own)
+
+        def fire():
+            if once:
+                cancel()
+            callback()
+
+        loop.add_reader(own, fire)
+        return cancel

@@ -1,0 +1,144 @@
+"""Monitors: BecomeMonitor, dbus-monitor, busctl monitor, gdbus monitor."""
+
+import pytest
+from jeepney import DBusAddress, HeaderFields, MessageType, new_method_call, new_signal
+
+from itutil import (
+    BUS_NAME,
+    BUS_PATH,
+    Background,
+    Client,
+    assert_bus_alive,
+    describe,
+    echo_service,
+    is_closed,
+    is_signal,
+    run,
+    wait_until,
+)
+
+SVC = "com.example.Echo"
+MON = "org.freedesktop.DBus.Monitoring"
+
+
+@pytest.fixture
+def service(bus):
+    s = echo_service(bus.address, SVC)
+    yield s
+    s.stop()
+
+
+def _traffic(bus):
+    run(["dbus-send", "--session", "--print-reply", f"--dest={SVC}", "/Test",
+         "com.example.Test.Echo", "string:MARK-CALL"], bus)
+    run(["dbus-send", "--session", "--type=signal", "/Test", "com.example.Test.Sig",
+         "string:MARK-SIGNAL"], bus)
+
+
+def test_dbus_monitor_sees_calls_replies_and_signals(bus, service):
+    with Background(["dbus-monitor", "--address", bus.address], bus) as mon:
+        # dbus-monitor is ready once its unique name was taken away (NameLost)
+        mon.wait_for_text("member=NameLost")
+        _traffic(bus)
+        text = mon.wait_for_text('string "MARK-SIGNAL"')
+    assert f"destination={SVC} serial=" in text
+    assert "path=/Test; interface=com.example.Test; member=Echo" in text
+    assert 'string "MARK-CALL"' in text
+    assert f"method return time=" in text
+    assert f"sender={service.unique_name} -> destination=" in text
+    assert "member=Sig" in text
+
+
+def test_dbus_monitor_with_match_filter(bus, service):
+    with Background(["dbus-monitor", "--address", bus.address,
+                     "type='signal',interface='com.example.Test'"], bus) as mon:
+        mon.wait_for_text("member=NameLost")
+        _traffic(bus)
+        text = mon.wait_for_text('string "MARK-SIGNAL"')
+    assert "MARK-CALL" not in text
+    assert "member=Echo" not in text
+
+
+def test_busctl_monitor(bus, service):
+    with Background(["busctl", f"--address={bus.address}", "monitor", "--no-pager"],
+                    bus) as mon:
+        mon.wait_for_text("Monitoring bus message stream.")
+        _traffic(bus)
+        text = mon.wait_for_text('STRING "MARK-SIGNAL";')
+    assert "Member=Echo" in text
+    assert 'STRING "MARK-CALL";' in text
+    assert "Type=method_return" in text
+    assert "Interface=com.example.Test  Member=Sig" in text
+
+
+def test_gdbus_monitor_signals_of_name(bus, service):
+    with Background(["gdbus", "monitor", "--session", "--dest", SVC], bus) as mon:
+        mon.wait_for_text(f"is owned by {service.unique_name}")
+        # gdbus adds its match rule only after printing the owner, so keep
+        # emitting until the signal shows up
+        def emitted():
+            service.client.send(new_signal(DBusAddress("/Test", interface="com.example.Test"),
+                                           "Changed", "s", ("MARK-GDBUS",)))
+            try:
+                mon.wait_for_text("MARK-GDBUS", timeout=0.1)
+                return True
+            except AssertionError:
+                return False
+        wait_until(emitted, what="gdbus monitor to show the signal")
+        text = mon.text
+    assert "/Test: com.example.Test.Changed ('MARK-GDBUS',)" in text
+
+
+def test_become_monitor_jeepney(bus):
+    with Client(bus.address) as w:
+        w.add_match(f"type='signal',sender='{BUS_NAME}',member='NameOwnerChanged'")
+        mon = Client(bus.address)
+        mon_name = mon.unique_name
+        w.wait_signal("NameOwnerChanged", body0=mon_name)
+        assert mon.call(BUS_NAME, BUS_PATH, MON, "BecomeMonitor", "asu", ([], 0)) == ()
+        # the monitor loses its unique name
+        mon.wait_signal("NameLost", sender=BUS_NAME, body0=mon_name)
+        m = w.wait_signal("NameOwnerChanged", body0=mon_name)
+        assert m.body == (mon_name, mon_name, "")
+        assert mon_name not in w.bus("ListNames")[0]
+        with Client(bus.address) as a, Client(bus.address) as b:
+            a.send(new_method_call(DBusAddress("/m", bus_name=b.unique_name,
+                                               interface="com.example.M"), "Watched"))
+            got = mon.wait_for(lambda m: m.header.fields.get(HeaderFields.member) == "Watched")
+            assert got.header.fields[HeaderFields.sender] == a.unique_name
+            assert got.header.fields[HeaderFields.destination] == b.unique_name
+            # the real recipient still gets it
+            b.wait_for(lambda m: m.header.fields.get(HeaderFields.member) == "Watched")
+        mon.close()
+    assert_bus_alive(bus)
+
+
+def test_become_monitor_with_rules(bus):
+    mon = Client(bus.address)
+    mon.call(BUS_NAME, BUS_PATH, MON, "BecomeMonitor", "asu",
+             (["type='signal',interface='com.example.Wanted'"], 0))
+    with Client(bus.address) as a:
+        a.send(new_signal(DBusAddress("/x", interface="com.example.Unwanted"), "U"))
+        a.send(new_signal(DBusAddress("/x", interface="com.example.Wanted"), "W"))
+        m = mon.wait_for(lambda m: m.header.fields.get(HeaderFields.interface, "").startswith("com.example"))
+        assert m.header.fields[HeaderFields.member] == "W", describe(m)
+    mon.close()
+
+
+def test_monitor_that_sends_is_disconnected(bus):
+    mon = Client(bus.address)
+    mon.call(BUS_NAME, BUS_PATH, MON, "BecomeMonitor", "asu", ([], 0))
+    mon.send(new_method_call(DBusAddress(BUS_PATH, bus_name=BUS_NAME, interface="org.freedesktop.DBus"), "GetId"))
+    assert is_closed(mon.conn.sock)
+    mon.close()
+    assert_bus_alive(bus)
+
+
+def test_become_monitor_invalid_rule(bus):
+    with Client(bus.address) as c:
+        e = c.bus_error("BecomeMonitor", "asu", ["type='bogus'"], 0, iface=MON)
+        assert e.name == "org.freedesktop.DBus.Error.MatchRuleInvalid"
+        e = c.bus_error("BecomeMonitor", "asu", [], 1, iface=MON)
+        assert e.name == "org.freedesktop.DBus.Error.InvalidArgs"
+        # still a normal connection afterwards
+        assert c.bus("GetId")

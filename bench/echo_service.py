@@ -9,7 +9,7 @@ closes the connection or it gets SIGTERM.
 
 import os
 import signal
-import socket
+import struct
 import sys
 
 from . import wire
@@ -43,9 +43,9 @@ class Echo:
         nfds = f.get(wire.F_UNIX_FDS, 0)
         t = bytearray(self.template(f.get(wire.F_SENDER, ""), f.get(wire.F_SIGNATURE, ""), nfds))
         self.conn.serial += 1
-        wire.struct.pack_into("<II", t, 4, len(body), self.conn.serial)
-        wire.struct.pack_into("<I", t, REPLY_SERIAL_OFFSET,
-                              wire.struct.unpack_from("<I", frame, 8)[0])
+        struct.pack_into("<II", t, 4, len(body), self.conn.serial)
+        struct.pack_into("<I", t, REPLY_SERIAL_OFFSET,
+                              struct.unpack_from("<I", frame, 8)[0])
         fds = self.fd_queue[:nfds]
         del self.fd_queue[:nfds]
         return t, body, fds

@@ -24,6 +24,7 @@ import selectors
 import socket
 import struct
 import time
+import types
 
 from . import wire
 from .conn import Conn, recv_with_fds, request_name
@@ -33,6 +34,8 @@ from .procstat import Meter
 SETTLE_S = 0.05       # let the broker finish trailing work before reading CPU
 NOISE_RULES = 10000   # non-matching match rules in the broadcast workloads
 BROADCAST_BATCH = 8   # signals emitted per write in the broadcast workloads
+IDLE_BUDGET_S = 60    # stop opening idle connections after this long
+IO_TIMEOUT_S = 30     # give up on a stalled bus after this long without data
 
 _pack_serial = struct.Struct("<I").pack_into
 _head = struct.Struct("<4xIII")
@@ -199,9 +202,7 @@ def inflight(target, size, window=64):
 
 
 def _two_clients_worker(address, size, barrier, results):
-    class T:
-        client_address = address
-    conn = client(T)
+    conn = client(types.SimpleNamespace(client_address=address))
     msg = echo_call()
     sequential_calls(conn, msg, min(200, size))
     barrier.wait()
@@ -224,7 +225,7 @@ def two_clients(target, size, nclients=2):
     barrier.wait(timeout=60)
     meter.start()
     t0 = time.time()
-    got = [results.get(timeout=600) for _ in procs]
+    got = [results.get(timeout=IO_TIMEOUT_S + size) for _ in procs]
     for p in procs:
         p.join()
     wall = max(end for end, *_ in got) - t0
@@ -234,6 +235,11 @@ def two_clients(target, size, nclients=2):
 
 
 def _broadcast(target, size, nsubs):
+    # The emitter owns its name before anyone subscribes, so no
+    # NameOwnerChanged (xdg-dbus-proxy synthesizes some) lands mid-run.
+    emitter = Conn(target.service_address)
+    request_name(emitter, EMITTER_NAME)
+    sync(emitter)
     per_sub = NOISE_RULES // nsubs
     subs = []
     for i in range(nsubs):
@@ -244,11 +250,7 @@ def _broadcast(target, size, nsubs):
         rules.append(wire.bus_call("AddMatch", "s", (
             "type='signal',interface='%s',member='Tick'" % SIGNAL_IFACE,)))
         c.call_many(rules)
-        c.drain()
         subs.append(c)
-    emitter = Conn(target.service_address)
-    request_name(emitter, EMITTER_NAME)
-    sync(emitter)
     signal_msg = wire.message(wire.SIGNAL, path=ECHO_PATH, interface=SIGNAL_IFACE,
                               member="Tick", signature="s", body_values=("tick",))
 
@@ -257,12 +259,12 @@ def _broadcast(target, size, nsubs):
     emitter.send(signal_msg)
     sizes = set()
     for c in subs:
-        frames = []
-        while not frames:
-            frames = c.read_frames()
-        if len(frames) != 1 or frames[0][1] != wire.SIGNAL:
-            raise RuntimeError("unexpected traffic on a subscriber")
-        sizes.add(len(frames[0]))
+        frames = list(c.pending)
+        while not any(_is_tick(f) for f in frames):
+            frames += c.read_frames()
+        if not _is_tick(frames[-1]):
+            raise RuntimeError("unexpected traffic on a subscriber after the warm-up signal")
+        sizes.add(len(frames[-1]))
         c.sock.setblocking(False)
     if len(sizes) != 1:
         raise RuntimeError("subscribers saw different signal sizes: %r" % sizes)
@@ -290,7 +292,10 @@ def _broadcast(target, size, nsubs):
         want = sent * delivered_size
         lagging = sum(1 for c in subs if received[c] < want)
         while lagging:
-            for key, _ in sel.select(timeout=30):
+            ready = sel.select(timeout=IO_TIMEOUT_S)
+            if not ready:
+                raise TimeoutError("%d subscribers stopped receiving signals" % lagging)
+            for key, _ in ready:
                 c = key.data
                 try:
                     n = len(c.sock.recv(1 << 20))
@@ -310,6 +315,10 @@ def _broadcast(target, size, nsubs):
         c.close()
     emitter.close()
     return result
+
+
+def _is_tick(frame):
+    return frame[1] == wire.SIGNAL and wire.header_fields(frame).get(wire.F_MEMBER) == "Tick"
 
 
 def broadcast_10(target, size):
@@ -341,7 +350,7 @@ def fd_passing(target, size):
     msg = echo_call("h", (0,), unix_fds=1)
     r, w = os.pipe()
     try:
-        sequential_calls(conn, msg, min(100, size), fd=r)
+        sequential_calls(conn, msg, min(100, size), fd=r)     # warm-up
         meter = Meter(target.broker_pids)
         meter.start()
         elapsed, lat, errors = sequential_calls(conn, msg, size, fd=r)
@@ -384,7 +393,10 @@ def raise_nofile(need):
 
 
 def idle_connections(target, size):
-    """Open ``size`` idle connections (Hello'd); broker RSS growth per connection."""
+    """Open ``size`` idle connections (Hello'd); broker RSS growth per connection.
+
+    Capped by RLIMIT_NOFILE (a proxy needs two fds per connection) and by
+    IDLE_BUDGET_S; the JSON records how many were actually opened."""
     # A proxy in front holds two fds per client connection.
     fd_cost = 2 if target.client_address != target.service_address else 1
     soft = raise_nofile(size)
@@ -397,8 +409,14 @@ def idle_connections(target, size):
     t0 = time.perf_counter()
     try:
         for _ in range(size):
-            conns.append(Conn(target.client_address))
+            try:
+                conns.append(Conn(target.client_address))
+            except (OSError, ConnectionError) as e:
+                raise RuntimeError("connection #%d failed: %s" % (len(conns) + 1, e)) from e
+            if time.perf_counter() - t0 > IDLE_BUDGET_S:
+                break       # a slow broker (or proxy): measure what we have
         elapsed = time.perf_counter() - t0
+        size = len(conns)
         sync(conns[-1])
         time.sleep(0.2)
         rss1 = meter.rss()

@@ -12,6 +12,7 @@ import sys
 from .config import ConfigError, Policy, load_config, load_standard
 from .config.policy import Creds
 from .core.bus import Bus, BusSettings
+from .core.policy import PolicyEnforcer
 from .io.container_sockets import ContainerSockets
 from .io.listener import listen
 from .io.server import Server, install_signal_handlers, new_event_loop
@@ -62,7 +63,7 @@ class Daemon:
         bus_type = self.config.bus_type or opts.bus_type or "session"
         self.policy = Policy(self.config, bus_uid=os.getuid())
         self.settings = BusSettings(self.guid, read_machine_id(), bus_type=bus_type,
-                                    limits=self.config.limits)
+                                    limits=self.config.limits, policy=PolicyEnforcer(self.policy))
         self.bus = Bus(self.settings)
         self.bus.driver.reload_config = self.reload
         self.loop = new_event_loop()
@@ -90,6 +91,9 @@ class Daemon:
             raise
         self.config = config
         self.policy = policy
+        self.settings.policy = PolicyEnforcer(policy)
+        for peer in self.bus.connections:
+            self.settings.policy.attach(peer)
         self.settings.limits = self.bus.limits = config.limits
         self.server.apply_limits()
         log.info("configuration reloaded")
@@ -136,8 +140,9 @@ class Daemon:
                 pass
 
     def _announce(self, address: str) -> None:
+        same_fd = self.opts.print_address == self.opts.print_pid
         if self.opts.print_address is not None:
-            _write_fd(self.opts.print_address, address + "\n")
+            _write_fd(self.opts.print_address, address + "\n", close=not same_fd)
         if self.opts.print_pid is not None:
             _write_fd(self.opts.print_pid, f"{os.getpid()}\n")
 
@@ -164,11 +169,14 @@ class Daemon:
         self.loop.call_soon(lambda: (os.write(w, b"x"), os.close(w)))
 
 
-def _write_fd(fd: int, text: str) -> None:
+def _write_fd(fd: int, text: str, close: bool = True) -> None:
     data = text.encode()
     while data:
         n = os.write(fd, data)
         data = data[n:]
+    if close and fd > 2:
+        # Readers such as dbus-run-session wait for EOF, as dbus-daemon closes it.
+        os.close(fd)
 
 
 def _notify_systemd(state: str) -> None:

@@ -17,6 +17,7 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -191,6 +192,12 @@ class DaemonBus:
                 if check:
                     self._fail("daemon died during the test")
                 return
+            # dbus-daemon prints its address before installing its SIGTERM
+            # handler; one SASL round trip proves the main loop is running
+            try:
+                sasl_ping(str(self.socket_path))
+            except OSError:
+                pass
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=5)
@@ -211,6 +218,26 @@ class DaemonBus:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+
+def sasl_ping(path: str, timeout: float = TIMEOUT):
+    """Authenticate on the socket (no Hello, so no unique name is used up)
+    and hang up: shows the daemon's main loop is serving."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+        s.sendall(b"\0AUTH EXTERNAL " + str(os.getuid()).encode().hex().encode() + b"\r\n")
+        buf = b""
+        while not buf.endswith(b"\r\n"):
+            c = s.recv(1)
+            if not c:
+                break
+            buf += c
+        if not buf.startswith(b"OK "):
+            raise OSError(f"unexpected SASL reply {buf!r}")
+    finally:
+        s.close()
 
 
 def env_for(bus: DaemonBus, **extra) -> dict:
@@ -704,4 +731,64 @@ def is_closed(s: socket.socket, timeout: float = TIMEOUT) -> bool:
         return False
 
 
-__all__ = [n for n in dir() if not n.startswith("_")]
+
+
+# ---------------------------------------------------------------------------
+# Hand-built (possibly invalid) messages, independent of any client library
+# ---------------------------------------------------------------------------
+
+
+def _pad(buf: bytearray, align: int):
+    while len(buf) % align:
+        buf.append(0)
+
+
+def _marshal_basic(buf: bytearray, code: str, value, e: str):
+    if code in "so":
+        _pad(buf, 4)
+        raw = value.encode() if isinstance(value, str) else value
+        buf += struct.pack(e + "I", len(raw)) + raw + b"\0"
+    elif code == "g":
+        raw = value.encode() if isinstance(value, str) else value
+        buf += bytes([len(raw)]) + raw + b"\0"
+    elif code == "u":
+        _pad(buf, 4)
+        buf += struct.pack(e + "I", value)
+    else:
+        raise ValueError(code)
+
+
+def raw_message(mtype: int = 1, *, fields=(), body: bytes = b"", serial: int = 1,
+                flags: int = 0, version: int = 1, endian: bytes = b"l",
+                body_len: Optional[int] = None) -> bytes:
+    """Build a message by hand. ``fields`` is a list of (code, typechar,
+    value) header fields, written in that order, so invalid headers (wrong
+    types, missing or bogus fields) can be produced."""
+    e = "<" if endian == b"l" else ">"
+    arr = bytearray()
+    for code, tc, value in fields:
+        _pad(arr, 8)
+        arr.append(code)
+        arr += bytes([1]) + tc.encode() + b"\0"
+        _marshal_basic(arr, tc, value, e)
+    # the array starts at offset 16 (after the length word at 12); its
+    # elements are 8-aligned relative to the message start, which is the
+    # same as relative to offset 16
+    head = bytearray(endian + bytes([mtype, flags, version]))
+    head += struct.pack(e + "III", len(body) if body_len is None else body_len,
+                        serial, len(arr))
+    msg = head + arr
+    _pad(msg, 8)
+    return bytes(msg + body)
+
+
+def driver_call_fields(member: str = "GetId", **overrides):
+    """Header fields of a method call to the bus driver (code, type, value)."""
+    f = {1: ("o", BUS_PATH), 2: ("s", BUS_IFACE), 3: ("s", member), 6: ("s", BUS_NAME)}
+    for code, v in overrides.items():
+        code = int(code.lstrip("f"))
+        if v is None:
+            f.pop(code, None)
+        else:
+            f[code] = v
+    return [(c, t, v) for c, (t, v) in f.items()]

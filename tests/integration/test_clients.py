@@ -238,9 +238,14 @@ def test_callee_disconnect_no_reply_for_well_known_name(bus):
 def test_no_reply_error_not_sent_for_no_reply_expected(bus):
     with Client(bus.address) as a:
         b = Client(bus.address)
+        a.add_match("type='signal',sender='org.freedesktop.DBus',"
+                    f"member='NameOwnerChanged',arg0='{b.unique_name}'")
         s = _call(a, b.unique_name, flags=1)
         b.wait_for(lambda m: m.header.message_type == MessageType.method_call)
         b.close()
+        # once the bus has processed the disconnect, no NoReply may follow
+        a.wait_for(lambda m: m.header.message_type == MessageType.signal
+                   and m.body == (b.unique_name, b.unique_name, ""))
         a.assert_no(lambda m: m.header.fields.get(HeaderFields.reply_serial) == s)
 
 

@@ -4,7 +4,6 @@ import asyncio
 import os
 import tempfile
 
-import pytest
 from jeepney import DBusAddress, HeaderFields, MessageType, new_method_call, new_signal
 
 from itutil import TIMEOUT, Client, assert_bus_alive, describe, error_name

@@ -1,7 +1,7 @@
 """Monitors: BecomeMonitor, dbus-monitor, busctl monitor, gdbus monitor."""
 
 import pytest
-from jeepney import DBusAddress, HeaderFields, MessageType, new_method_call, new_signal
+from jeepney import DBusAddress, HeaderFields, new_method_call, new_signal
 
 from itutil import (
     BUS_NAME,
@@ -12,7 +12,6 @@ from itutil import (
     describe,
     echo_service,
     is_closed,
-    is_signal,
     run,
     wait_until,
 )

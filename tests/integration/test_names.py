@@ -15,9 +15,10 @@ from itutil import (
     RELEASED,
     REPLACE_EXISTING,
     Client,
-    describe,
+    DBusErrorReply,
     is_signal,
     run,
+    run_dbus_python,
     wait_until,
 )
 
@@ -269,7 +270,6 @@ def test_dbus_python_owner_exit_releases(bus, clients):
         "n = conn.request_name('com.example.Queue', 4)\n"
         "print(n, conn.get_unique_name())\n"
     )
-    from itutil import run_dbus_python
     out = run_dbus_python(bus, run_code).stdout.split()
     assert out[0] == "1"
     uniq = out[1]
@@ -288,3 +288,53 @@ def test_gdbus_and_busctl_see_owner(bus, clients):
                "/org/freedesktop/DBus", "org.freedesktop.DBus.GetNameOwner",
                "string:" + NAME], bus).stdout
     assert f'string "{a.unique_name}"' in out
+
+
+# -- property: the bus-name grammar ------------------------------------------------
+
+import re as _re  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+_ELEMENT = _re.compile(r"^[A-Za-z_-][A-Za-z0-9_-]*$")
+
+
+def valid_well_known_name(name: str) -> bool:
+    """D-Bus specification, "Bus names" (well-known names only)."""
+    if not name or len(name) > 255 or name.startswith(":"):
+        return False
+    parts = name.split(".")
+    return len(parts) >= 2 and all(_ELEMENT.match(p) for p in parts)
+
+
+@pytest.fixture(scope="module")
+def prop_client(module_bus):
+    with Client(module_bus.address) as c:
+        yield c
+
+
+_name_chars = st.sampled_from(list("abcXYZ019_-.") + [":", " ", "é", "/", "\u2603"])
+_names = st.one_of(
+    st.text(_name_chars, min_size=0, max_size=24),
+    st.builds(lambda a, b: f"{a}.{b}", st.text(_name_chars, min_size=1, max_size=8),
+              st.text(_name_chars, min_size=1, max_size=8)),
+    st.integers(250, 260).map(lambda n: ("a." + "b" * n)[:n]),
+)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=_names)
+def test_request_name_validity_property(prop_client, name):
+    c = prop_client
+    if name == "org.freedesktop.DBus":
+        return
+    try:
+        code = rn(c, 0, name)
+    except DBusErrorReply as e:
+        assert e.name == ERR + "InvalidArgs", (name, e)
+        assert not valid_well_known_name(name), f"valid name {name!r} rejected: {e}"
+        return
+    assert valid_well_known_name(name), f"invalid name {name!r} accepted"
+    assert code in (PRIMARY_OWNER, ALREADY_OWNER)
+    assert rel(c, name) == RELEASED

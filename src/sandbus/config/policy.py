@@ -184,6 +184,18 @@ class _NameIndex:
         return found
 
 
+def _unrestricted(rules, kind: str) -> bool:
+    """True if the last rule of this kind allows every message of any shape."""
+    for rule in reversed(rules):
+        if rule.kind != kind:
+            continue
+        return (rule.allow and rule.eavesdrop and rule.msg_type is None and rule.interface is None
+                and rule.member is None and rule.error_name is None and rule.path is None
+                and rule.peer_name is None and rule.broadcast is None
+                and rule.requested_reply in (None, False) and rule.min_fds == 0 and rule.max_fds is None)
+    return False
+
+
 def _decide(candidates: List[_Entry], accept: Callable[[Rule], bool]) -> Decision:
     for _, rule in candidates:  # latest first, so the first match is the winner
         if accept(rule):
@@ -206,6 +218,10 @@ class ConnectionPolicy:
                 self._receive.add(position, rule, rule.peer_name, False)
             elif rule.kind == "own":
                 self._own.add(position, rule, rule.own_name, rule.own_is_prefix)
+        # The stock session.conf allows every send and receive; knowing that
+        # up front lets the bus skip per-message checks entirely.
+        self.sends_unrestricted = _unrestricted(self.rules, "send")
+        self.receives_unrestricted = _unrestricted(self.rules, "receive")
 
     def check_own(self, name: str) -> Decision:
         return _decide(self._own.candidates((name,)), lambda rule: True)

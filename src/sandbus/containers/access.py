@@ -10,7 +10,7 @@ like a name that does not exist."""
 import logging
 
 from ..core import errors
-from ..core.driver import IFACE_CONTAINERS, method
+from ..core.driver import IFACE_CONTAINERS, method, missing_name_error
 from ..core.errors import DBusError
 from ..wire.message import METHOD_CALL
 from .rules import (
@@ -121,7 +121,7 @@ class AccessControl:
             names = _names_of(target)
             if target.container is not inst and not self._allows(inst, names, CALL_METHODS, msg.path, msg.interface):
                 if not self.can_see(sender, dest):
-                    return _missing_service(dest)
+                    return missing_name_error(msg)
                 return self._deny(sender, "call", f"call {msg.interface}.{msg.member} on {msg.path} of {dest}",
                                   dest, msg)
             if msg.fds and not self._allows(inst, names, SEND_UNIX_FDS, check_object=False):
@@ -129,8 +129,8 @@ class AccessControl:
         if _mediated(target):
             if _mediated(sender) and not self._rules_for(target.container, _names_of(sender)):
                 # Two instances talk only if both sides' rules allow it.
-                if msg.type == METHOD_CALL and not self.can_see(sender, dest):
-                    return _missing_service(dest)
+                if not self.can_see(sender, dest):
+                    return missing_name_error(msg)
                 return self._deny(sender, "call", f"reach {dest}, whose container has no rule for it", dest, msg)
             if msg.type == METHOD_CALL:
                 self.callers_seen.setdefault(target, set()).add(sender.unique_name)

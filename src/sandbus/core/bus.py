@@ -10,6 +10,7 @@ from ..wire.message import (
     ERROR,
     METHOD_CALL,
     METHOD_RETURN,
+    NO_REPLY_EXPECTED,
     SIGNAL,
     Message,
     ProtocolError,
@@ -27,6 +28,7 @@ log = logging.getLogger("sandbus.bus")
 DRIVER_NAME = "org.freedesktop.DBus"
 DRIVER_PATH = "/org/freedesktop/DBus"
 DRIVER_INTERFACE = "org.freedesktop.DBus"
+HIDDEN_NAME_ERRORS = (errors.SERVICE_UNKNOWN, errors.NAME_HAS_NO_OWNER)
 
 
 class BusSettings:
@@ -64,6 +66,8 @@ class Bus:
         self.release_fds = release_fds or _close_fds
         self.driver = Driver(self)
         self.containers = ContainerManager(self)
+        # Timers come from the io layer: call_later(seconds, fn, *args) -> handle with cancel().
+        self.call_later = None
 
     # -- connections -----------------------------------------------------------
 
@@ -71,7 +75,7 @@ class Bus:
         self._next_peer_id += 1
         peer = Peer(self._next_peer_id, sink, creds, unix_fds, listener)
         if self.settings.policy is not None:
-            peer.policy = self.settings.policy.for_connection(creds)
+            self.settings.policy.attach(peer)
         self.connections.add(peer)
         if listener is not None and listener.container is not None:
             self.containers.on_connect(peer, listener.container)
@@ -98,7 +102,9 @@ class Bus:
         # Calls it never answered: their callers get NoReply.
         expected = peer.expected_replies
         peer.expected_replies = {}
-        for caller, serial in expected:
+        for (caller, serial), timer in expected.items():
+            if timer is not True:
+                timer.cancel()
             caller.pending_calls -= 1
             if not caller.closed:
                 self.send_error_to(caller, serial, errors.NO_REPLY,
@@ -112,6 +118,16 @@ class Bus:
             self.containers.access.departing = None
         self.containers.on_disconnect(peer)
         self.driver.on_disconnect(peer)
+
+    def _reply_timed_out(self, callee: Peer, caller: Peer, serial: int) -> None:
+        if callee.expected_replies.pop((caller, serial), None) is None:
+            return
+        caller.pending_calls -= 1
+        if not caller.closed:
+            self.send_error_to(caller, serial, errors.NO_REPLY,
+                               "Did not receive a reply. Possible causes include: the remote application did "
+                               "not send a reply, the message bus security policy blocked the reply, the reply "
+                               "timeout expired, or the network connection was broken.")
 
     def kick(self, peer: Peer, reason: str) -> None:
         """Disconnect a misbehaving peer, and only it."""
@@ -152,7 +168,13 @@ class Bus:
                     and msg.interface in (None, DRIVER_INTERFACE):
                 self.driver.hello(sender, msg)
             else:
-                self.kick(sender, "the first message must be a Hello call to the bus")
+                # dbus-daemon's answer, addressed to its placeholder name
+                self._send_error(sender, ":not.active.yet", msg.serial, errors.ACCESS_DENIED,
+                                 "Client tried to send a message other than Hello without being registered")
+            return
+        if msg.type > SIGNAL:
+            self.send_error_to(sender, msg.serial, errors.ACCESS_DENIED,
+                               f"Message type {msg.type} is not one the bus knows how to route")
             return
         if sender.is_monitor:
             self.kick(sender, "monitors may not send messages")
@@ -164,15 +186,21 @@ class Bus:
             self.broadcast(sender, msg)
             return
         if dest == DRIVER_NAME:
+            if sender.send_policy is not None:
+                denial = self.settings.policy.denial(self, sender, None, msg)
+                if denial is not None:
+                    if msg.expects_reply:
+                        self.send_error_to(sender, msg.serial, errors.ACCESS_DENIED, denial)
+                    return
             if self.monitors:
                 self.copy_to_monitors(sender, msg, None)
             self.driver.handle(sender, msg)
             return
         target = self.peers.get(dest) if dest[0] == ":" else self.peers.get(self._owner_name(dest))
         if target is None:
-            self.copy_to_monitors(sender, msg, None) if self.monitors else None
-            if msg.type == METHOD_CALL:
-                self.driver.deliver_to_missing(sender, msg)
+            if self.monitors:
+                self.copy_to_monitors(sender, msg, None)
+            self.driver.deliver_to_missing(sender, msg)
             return
         self.unicast(sender, target, msg)
 
@@ -184,23 +212,32 @@ class Bus:
         mtype = msg.type
         if mtype == METHOD_RETURN or mtype == ERROR:
             key = (target, msg.reply_serial)
-            if key not in sender.expected_replies:
+            timer = sender.expected_replies.pop(key, None)
+            requested = timer is not None
+            if requested:
+                target.pending_calls -= 1
+                if timer is not True:
+                    timer.cancel()
+            elif self.settings.policy is None or target.container is not None:
+                # Without a policy saying otherwise (and always into a
+                # container), only a reply to an outstanding call gets through.
                 log.debug("dropping unrequested reply from %s to %s", sender.unique_name, target.unique_name)
                 return
-            if (sender.container is not None or target.container is not None) \
-                    and not self.containers.allow_reply(sender, target, msg):
-                return
-            del sender.expected_replies[key]
-            target.pending_calls -= 1
+            if not requested or sender.send_policy is not None or target.receive_policy is not None:
+                denial = self.settings.policy.denial(self, sender, target, msg, requested)
+                if denial is not None:
+                    self.send_error_to(sender, msg.serial, errors.ACCESS_DENIED, denial)
+                    return
         else:
             if sender.container is not None or target.container is not None:
                 denial = self.containers.check_unicast(sender, target, msg)
                 if denial is not None:
-                    if msg.expects_reply:
+                    # A hidden name is answered like a missing one, whatever the flags.
+                    if msg.expects_reply or denial.name in HIDDEN_NAME_ERRORS:
                         self.send_error_to(sender, msg.serial, denial.name, denial.message)
                     return
-            if sender.policy is not None or target.policy is not None:
-                denial = self.driver.policy_denial(sender, target, msg)
+            if sender.send_policy is not None or target.receive_policy is not None:
+                denial = self.settings.policy.denial(self, sender, target, msg)
                 if denial is not None:
                     if msg.expects_reply:
                         self.send_error_to(sender, msg.serial, errors.ACCESS_DENIED, denial)
@@ -220,7 +257,9 @@ class Bus:
                                    "Tried to send message with Unix file descriptors to a client that doesn't support that.")
             return
         if mtype == METHOD_CALL and not msg.flags & 1:
-            target.expected_replies[(sender, msg.serial)] = True
+            timeout = self.limits.reply_timeout
+            target.expected_replies[(sender, msg.serial)] = True if timeout < 0 or self.call_later is None \
+                else self.call_later(timeout / 1000.0, self._reply_timed_out, target, sender, msg.serial)
             sender.pending_calls += 1
         self._send(sender, target, msg)
         if self.monitors:
@@ -252,7 +291,8 @@ class Bus:
                     if (sender.container is not None or p.container is not None) \
                             and not containers.allow_broadcast(sender, p, msg):
                         continue
-                    if p.policy is not None and self.driver.receive_denial(sender, p, msg) is not None:
+                    if (p.receive_policy is not None or sender.send_policy is not None) \
+                            and self.settings.policy.denial(self, sender, p, msg) is not None:
                         continue
                     self._deliver_any(sender, p, msg)
         if self.monitors:
@@ -276,7 +316,10 @@ class Bus:
                 continue
             if rule.matches(msg, sender, recipient):
                 done.add(p)
-                if msg.fds and not p.unix_fds:
+                if msg.fds and not p.unix_fds or p.container is not None:
+                    continue
+                if p.receive_policy is not None and self.settings.policy.denial(
+                        self, sender, target, msg, True, eavesdropping=True) is not None:
                     continue
                 self._deliver_any(sender, p, msg)
 
@@ -331,14 +374,17 @@ class Bus:
             target.sink.send(data, fds)
 
     def send_error_to(self, target: Peer, reply_serial: int, name: str, text: str) -> None:
-        data = build_message(ERROR, self.next_serial(), error_name=name, reply_serial=reply_serial,
-                             destination=target.unique_name, sender=DRIVER_NAME,
+        self._send_error(target, target.unique_name, reply_serial, name, text)
+
+    def _send_error(self, target: Peer, destination, reply_serial: int, name: str, text: str) -> None:
+        data = build_message(ERROR, self.next_serial(), flags=NO_REPLY_EXPECTED, error_name=name,
+                             reply_serial=reply_serial, destination=destination, sender=DRIVER_NAME,
                              signature="s", body=(text,))
         self.send_bus_message(target, data)
 
     def emit_signal(self, member: str, signature: str, body, destination: Peer = None,
                     interface: str = DRIVER_INTERFACE, path: str = DRIVER_PATH) -> None:
-        data = build_message(SIGNAL, self.next_serial(), path=path, interface=interface, member=member,
+        data = build_message(SIGNAL, self.next_serial(), flags=NO_REPLY_EXPECTED, path=path, interface=interface, member=member,
                              destination=destination.unique_name if destination else None,
                              sender=DRIVER_NAME, signature=signature, body=body)
         if destination is not None:

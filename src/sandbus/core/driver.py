@@ -4,7 +4,7 @@ answering as dbus-daemon 1.14 does (same error names and texts)."""
 import logging
 
 from ..wire.marshal import MarshalError, Variant
-from ..wire.message import METHOD_CALL, METHOD_RETURN, NO_AUTO_START, build_message
+from ..wire.message import METHOD_CALL, METHOD_RETURN, NO_AUTO_START, NO_REPLY_EXPECTED, build_message
 from ..wire.names import is_valid_bus_name
 from . import errors, names
 from .errors import DBusError
@@ -27,6 +27,15 @@ IFACE_CONTAINERS = "org.freedesktop.DBus.Containers1"
 _ANY_PATH = {IFACE_DBUS, IFACE_PROPERTIES, IFACE_INTROSPECTABLE, IFACE_PEER}
 
 FEATURES = ["ActivatableServicesChanged", "HeaderFiltering"]
+
+
+def missing_name_error(msg) -> DBusError:
+    """dbus-daemon's answer to a message for a name nobody owns (once
+    activation is ruled out); hidden names must get exactly this too."""
+    dest = msg.destination
+    if not msg.flags & NO_AUTO_START:
+        return DBusError(errors.SERVICE_UNKNOWN, f"The name {dest} was not provided by any .service files")
+    return DBusError(errors.NAME_HAS_NO_OWNER, f'Name "{dest}" does not exist')
 
 
 class Reply:
@@ -69,6 +78,14 @@ class Driver:
     def handle(self, peer, msg) -> None:
         if msg.type != METHOD_CALL:
             return  # signals and replies to the bus are dropped, as dbus-daemon does
+        bus = self.bus
+        try:
+            # dbus-daemon validates every body it loads: a malformed one is
+            # a protocol violation, not an argument error.
+            args = msg.body()
+        except (MarshalError, ValueError) as e:
+            bus.kick(peer, f"malformed message body: {e}")
+            return
         member = msg.member
         iface = msg.interface
         if iface is None:
@@ -78,41 +95,40 @@ class Driver:
         else:
             entry = _METHODS.get((iface, member))
         try:
-            if entry is None or iface not in _ANY_PATH and msg.path != "/org/freedesktop/DBus" \
-                    or not self._interface_enabled(iface):
-                known = msg.interface is None or (self._interface_enabled(msg.interface) and any(
-                    i == msg.interface for i, _ in _METHODS))
-                raise DBusError(errors.UNKNOWN_METHOD if known else errors.UNKNOWN_INTERFACE,
-                                f"{DRIVER_NAME} does not understand message {member}")
+            if iface is not None and not self._interface_here(iface, msg.path):
+                raise DBusError(errors.UNKNOWN_INTERFACE, f"{DRIVER_NAME} does not understand message {member}")
+            if entry is None:
+                raise DBusError(errors.UNKNOWN_METHOD, f"{DRIVER_NAME} does not understand message {member}")
             in_sig, out_sig, fn = entry
             if msg.signature != in_sig:
                 raise DBusError(errors.INVALID_ARGS,
                                 f"Call to {member} has wrong args ({msg.signature}, expected {in_sig})")
-            try:
-                args = msg.body()
-            except (MarshalError, ValueError) as e:
-                raise DBusError(errors.INVALID_ARGS, f"Call to {member} has invalid arguments: {e}")
             if peer.container is not None:
-                self.bus.containers.check_driver_call(peer, iface, member, args)
+                bus.containers.check_driver_call(peer, iface, member, args)
             result = fn(self, peer, msg, *args)
         except DBusError as e:
-            if msg.expects_reply:
-                self.bus.send_error_to(peer, msg.serial, e.name, e.message)
+            # dbus-daemon answers even calls flagged NO_REPLY_EXPECTED.
+            bus.send_error_to(peer, msg.serial, e.name, e.message)
             return
         if isinstance(result, Reply):
             values, after, fds = result.values, result.after, result.fds
         else:
             values, after, fds = result, None, ()
-        if msg.expects_reply and not peer.closed:
+        if not peer.closed:
             self.send_reply(peer, msg.serial, out_sig, values, fds)
         if after is not None:
             after()
+
+    def _interface_here(self, iface: str, path: str) -> bool:
+        if iface in _ANY_PATH:
+            return True
+        return iface in self.interfaces and path == "/org/freedesktop/DBus"
 
     def _interface_enabled(self, iface: str) -> bool:
         return iface in _ANY_PATH or iface in self.interfaces
 
     def send_reply(self, peer, reply_serial: int, sig: str, values, fds=()) -> None:
-        data = build_message(METHOD_RETURN, self.bus.next_serial(), reply_serial=reply_serial,
+        data = build_message(METHOD_RETURN, self.bus.next_serial(), flags=NO_REPLY_EXPECTED, reply_serial=reply_serial,
                              destination=peer.unique_name, sender=DRIVER_NAME,
                              signature=sig, body=values, unix_fds=len(fds))
         self.bus.send_bus_message(peer, data, fds)
@@ -122,41 +138,26 @@ class Driver:
         name = bus.new_unique_name()
         peer.register(name)
         bus.peers[name] = peer
-        if msg.expects_reply:
-            self.send_reply(peer, msg.serial, "s", (name,))
+        self.send_reply(peer, msg.serial, "s", (name,))
         bus.emit_name_owner_changed(name, "", name)
         bus.emit_signal("NameAcquired", "s", (name,), destination=peer)
 
     def deliver_to_missing(self, sender, msg) -> None:
-        """A method call to a name nobody owns."""
+        """A message to a name nobody owns: activate, or answer as dbus-daemon
+        does (whatever the message's type and NO_REPLY_EXPECTED flag)."""
         bus = self.bus
         activation = bus.settings.activation
         dest = msg.destination
-        if activation is not None and dest[0] != ":" and not msg.flags & NO_AUTO_START \
-                and activation.can_activate(dest) and bus.containers.access.may_activate(sender, dest):
-            activation.activate_for_message(sender, msg)
-            return
-        if msg.expects_reply:
-            bus.send_error_to(sender, msg.serial, errors.SERVICE_UNKNOWN,
-                              f"The name {dest} was not provided by any .service files")
+        if msg.type == METHOD_CALL and not msg.flags & NO_AUTO_START:
+            if activation is not None and dest[0] != ":" and activation.can_activate(dest) \
+                    and bus.containers.access.may_activate(sender, dest):
+                activation.activate_for_message(sender, msg)
+                return
+        e = missing_name_error(msg)
+        bus.send_error_to(sender, msg.serial, e.name, e.message)
 
     def on_disconnect(self, peer) -> None:
         pass
-
-    # -- policy ----------------------------------------------------------------
-
-    def policy_denial(self, sender, target, msg):
-        """Text for AccessDenied if the XML policy forbids this unicast, else None."""
-        checker = self.bus.settings.policy
-        if checker is None:
-            return None
-        return checker.unicast_denial(sender, target, msg)
-
-    def receive_denial(self, sender, target, msg):
-        checker = self.bus.settings.policy
-        if checker is None:
-            return None
-        return checker.receive_denial(sender, target, msg)
 
     # -- helpers ---------------------------------------------------------------
 
@@ -208,11 +209,12 @@ def _request_name(driver, peer, msg, name, flags):
     if peer.policy is not None and not peer.policy.can_own(name):
         raise DBusError(errors.ACCESS_DENIED, f'Connection "{peer.unique_name}" is not allowed to own the '
                         f'service "{name}" due to security policies in the configuration file')
+    # the unique name counts too, as in dbus-daemon
     if name not in peer.names and \
-            bus.registry.queued_names_count(peer) >= bus.limits.max_names_per_connection:
+            1 + bus.registry.queued_names_count(peer) >= bus.limits.max_names_per_connection:
         raise DBusError(errors.LIMITS_EXCEEDED, f'Connection "{peer.unique_name}" is not allowed to own '
-                        f'more services (increase limits in configuration file if required '
-                        f'(max_names_per_connection={bus.limits.max_names_per_connection})')
+                        f'more services (increase limits in configuration file if required; '
+                        f'max_names_per_connection={bus.limits.max_names_per_connection})')
     code, changes = bus.registry.request(peer, name, flags)
     for change in changes:
         bus.announce(change)
@@ -241,7 +243,7 @@ def _start_service_by_name(driver, peer, msg, name, flags):
     bus = driver.bus
     if bus.containers is not None:
         bus.containers.check_start_service(peer, name)
-    if name == DRIVER_NAME or driver.lookup(name) is not None:
+    if name != DRIVER_NAME and driver.lookup(name) is not None:
         return (2,)  # DBUS_START_REPLY_ALREADY_RUNNING
     activation = bus.settings.activation
     if activation is not None and activation.can_activate(name):

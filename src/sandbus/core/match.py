@@ -33,7 +33,7 @@ def _split(text: str) -> list:
             break
         eq = text.find("=", i)
         if eq < 0:
-            raise _invalid(f"Match rule has a key with no subsequent '=' character: {text[i:]!r}")
+            raise _invalid("Match rule has a key with no subsequent '=' character")
         key = text[i:eq].strip()
         i = eq + 1
         value = []
@@ -79,12 +79,11 @@ class MatchRule:
         self.eavesdrop = False
         seen = set()
         for key, value in _split(text):
-            if key in seen:
+            if key in seen and not key.startswith("arg"):
                 raise _invalid(f'Key {key} specified twice in match rule')
             seen.add(key)
             self._set(key, value)
-        if self.path is not None and self.path_namespace is not None:
-            raise _invalid("Cannot specify both path and path_namespace in match rule")
+
         self.max_arg = max([*self.args, *self.arg_paths, 0 if self.arg0namespace is not None else -1], default=-1)
         # Canonical form: RemoveMatch removes a rule equal to the one given,
         # however its text was spelt.
@@ -97,7 +96,7 @@ class MatchRule:
     def _set(self, key: str, value: str) -> None:
         if key == "type":
             if value not in _TYPES:
-                raise _invalid(f"Invalid message type \"{value}\" in match rule")
+                raise _invalid(f"Invalid message type ({value}) in match rule")
             self.type = _TYPES[value]
         elif key == "sender":
             if not is_valid_bus_name(value):
@@ -112,6 +111,8 @@ class MatchRule:
                 raise _invalid(f"Member name '{value}' is invalid")
             self.member = value
         elif key in ("path", "path_namespace"):
+            if self.path is not None or self.path_namespace is not None:
+                raise _invalid("path or path_namespace specified twice in match rule")
             if not is_valid_object_path(value):
                 raise _invalid(f"Path '{value}' is invalid")
             setattr(self, key, value)
@@ -126,24 +127,29 @@ class MatchRule:
         elif key == "arg0namespace":
             if not is_valid_namespace(value):
                 raise _invalid(f"arg0namespace='{value}' is not a valid prefix of a bus name")
+            if 0 in self.args or 0 in self.arg_paths:
+                raise _invalid(f"Argument {key} matched more than once in match rule")
             self.arg0namespace = value
         elif key.startswith("arg"):
-            digits = key[3:]
-            is_path = digits.endswith("path")
-            if is_path:
-                digits = digits[:-4]
-            if not digits.isdigit() or len(digits) > 2 or (len(digits) > 1 and digits[0] == "0"):
-                raise _invalid(f'Key "{key}" in match rule starts with "arg" but is not a valid argN, argNpath or arg0namespace')
+            i = 3
+            while i < len(key) and key[i].isdigit():
+                i += 1
+            digits, suffix = key[3:i], key[i:]
+            if not digits:
+                raise _invalid(f"Key '{key}' in match rule starts with 'arg' but could not parse arg number. "
+                               "Should be 'arg0' or 'arg7' for example.")
             n = int(digits)
+            if suffix not in ("", "path"):
+                raise _invalid(f"Key '{key}' in match rule contains junk after argument number ({n}). "
+                               f"Only 'arg{n}path' (for example) or 'arg0namespace' are valid")
             if n > MAX_ARG:
-                raise _invalid(f'Key "{key}" in match rule has an argument number above {MAX_ARG}')
-            if is_path:
-                if n in self.arg_paths:
-                    raise _invalid(f"Argument {n} matched more than once in match rule")
+                raise _invalid(f"Key '{key}' in match rule has arg number {n} but the maximum is {MAX_ARG}.")
+            # one condition per argument, whichever its kind (as dbus-daemon)
+            if n in self.args or n in self.arg_paths or (n == 0 and self.arg0namespace is not None):
+                raise _invalid(f"Argument {key} matched more than once in match rule")
+            if suffix:
                 self.arg_paths[n] = value
             else:
-                if n in self.args:
-                    raise _invalid(f"Argument {n} matched more than once in match rule")
                 self.args[n] = value
         else:
             raise _invalid(f'Unknown key "{key}" in match rule')

@@ -119,5 +119,9 @@ class NameRegistry:
         peer.names.clear()
         return changes
 
+    def names_of(self, peer) -> list:
+        """Names peer owns or is queued for."""
+        return [name for name, q in self._queues.items() if any(e[0] is peer for e in q)]
+
     def queued_names_count(self, peer) -> int:
         return sum(1 for q in self._queues.values() for entry in q if entry[0] is peer)

@@ -21,7 +21,7 @@ class Peer:
         "id", "unique_name", "creds", "unix_fds", "sink", "names", "rules",
         "expected_replies", "pending_calls", "is_monitor", "monitor_rules",
         "sender_fields", "container", "wants_instance_header", "incoming_fds",
-        "closed", "policy", "listener", "__weakref__",
+        "closed", "policy", "send_policy", "receive_policy", "listener", "__weakref__",
     )
 
     def __init__(self, peer_id: int, sink, creds: Credentials, unix_fds: bool, listener=None):
@@ -43,6 +43,8 @@ class Peer:
         self.incoming_fds = []  # fds received but not yet claimed by a message
         self.closed = False
         self.policy = None  # per-connection policy view; None = allow everything
+        self.send_policy = None  # the view again, unless it allows every send
+        self.receive_policy = None  # likewise for receiving
         self.listener = listener
 
     def register(self, unique_name: str) -> None:
@@ -59,9 +61,10 @@ class Peer:
 class BusPseudoPeer:
     """Stands for the bus driver as a message sender (for match rules)."""
 
-    __slots__ = ("unique_name", "names", "container")
+    __slots__ = ("unique_name", "names", "container", "send_policy")
 
     def __init__(self, name: str):
         self.unique_name = name
         self.names = ()
         self.container = None
+        self.send_policy = None

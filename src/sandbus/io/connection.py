@@ -116,8 +116,6 @@ class Connection:
             self.close(f"authentication failed: {sasl.failure}")
             return
         if sasl.done:
-            self.auth_timer.cancel()
-            self.auth_timer = None
             self.peer = self.server.authenticated(self, sasl.unix_fds)
             if self.peer is None:
                 return
@@ -153,6 +151,10 @@ class Connection:
                 off += n
                 if peer.closed:
                     return
+                if self.auth_timer is not None and peer.unique_name is not None:
+                    # auth_timeout covers the whole handshake, up to Hello
+                    self.auth_timer.cancel()
+                    self.auth_timer = None
         except ProtocolError as e:
             bus.kick(peer, f"invalid message: {e}")
             return
@@ -275,5 +277,5 @@ class Connection:
 
     def _auth_timeout(self) -> None:
         self.auth_timer = None
-        if self.peer is None:
+        if self.peer is None or self.peer.unique_name is None:
             self.close("authentication timed out")

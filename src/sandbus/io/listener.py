@@ -86,11 +86,11 @@ def _listen_one(transport: str, params: dict) -> Listener:
         return bind_unix_path(params["path"])
     if "abstract" in params and keys == {"abstract"}:
         return bind_unix_abstract(params["abstract"])
-    if "dir" in params and keys == {"dir"}:
-        return bind_unix_path(os.path.join(params["dir"], "dbus-" + secrets.token_hex(8)))
-    if "tmpdir" in params and keys == {"tmpdir"}:
-        # Linux has abstract sockets: no file to clean up, as dbus-daemon does.
-        return bind_unix_abstract(os.path.join(params["tmpdir"], "dbus-" + secrets.token_hex(8)))
+    # dbus-daemon 1.14 makes a filesystem socket for tmpdir as for dir
+    # (abstract sockets cross container boundaries), and removes it on exit.
+    for key in ("dir", "tmpdir"):
+        if key in params and keys == {key}:
+            return bind_unix_path(os.path.join(params[key], "dbus-" + secrets.token_hex(8)))
     if params.get("runtime") == "yes" and keys == {"runtime"}:
         runtime = os.environ.get("XDG_RUNTIME_DIR")
         if not runtime:

@@ -35,6 +35,7 @@ class Server:
         self._dirty = []
         self._flush_scheduled = False
         self.apply_limits()
+        bus.call_later = loop.call_later
 
     def apply_limits(self) -> None:
         limits = self.bus.limits

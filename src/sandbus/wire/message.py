@@ -136,8 +136,8 @@ class Message:
         _, mtype, flags, version, body_len, serial, fields_len = fixed.unpack_from(data, 0)
         if version != PROTOCOL_VERSION:
             raise ProtocolError(f"unsupported protocol version {version}")
-        if mtype not in TYPE_NAMES:
-            raise ProtocolError(f"invalid message type {mtype}")
+        if mtype == 0:
+            raise ProtocolError("invalid message type 0")
         if serial == 0:
             raise ProtocolError("message serial is 0")
         self.type = mtype
@@ -243,6 +243,8 @@ class Message:
                 kept.append((start, p))
         if p != end:
             raise ProtocolError("header fields overrun their array")
+        if data[end:self.body_start] != _PAD[:self.body_start - end]:
+            raise ProtocolError("non-zero padding after the header")
         self._kept_fields = kept
         self._check_required()
         if self.body_len and not self.signature:
@@ -280,7 +282,7 @@ class Message:
         elif t == ERROR:
             if self.error_name is None or self.reply_serial is None:
                 raise ProtocolError("error without error name or reply serial")
-        elif self.reply_serial is None:
+        elif t == METHOD_RETURN and self.reply_serial is None:
             raise ProtocolError("method return without reply serial")
         if self.path == LOCAL_PATH or self.interface == LOCAL_INTERFACE:
             raise ProtocolError("messages may not use the reserved Local path or interface")

@@ -8,7 +8,7 @@ belong to the message stream, since clients pipeline Hello behind BEGIN).
 import binascii
 
 MAX_LINE = 16384
-MAX_REJECTIONS = 8
+MAX_REJECTIONS = 6  # dbus-daemon disconnects on the sixth failure
 
 _WAIT_NUL, _WAIT_AUTH, _WAIT_DATA, _WAIT_BEGIN, _DONE, _FAILED = range(6)
 
@@ -78,9 +78,10 @@ class SaslServer:
 
     def _reject(self) -> bytes:
         self.rejections += 1
-        if self.rejections > MAX_REJECTIONS:
+        if self.rejections >= MAX_REJECTIONS:
+            # Say REJECTED once more, then hang up.
             self._fail("too many failed authentication attempts")
-            return b""
+            return f"REJECTED {self._mechanisms()}\r\n".encode()
         self.state = _WAIT_AUTH
         return f"REJECTED {self._mechanisms()}\r\n".encode()
 
@@ -88,13 +89,12 @@ class SaslServer:
         try:
             text = line.decode("ascii")
         except UnicodeDecodeError:
-            self._fail("non-ASCII SASL line")
-            return b""
+            return b'ERROR "Command contained non-ASCII"\r\n'
         command, _, arg = text.partition(" ")
         state = self.state
         if command == "AUTH":
             if state != _WAIT_AUTH:
-                return b'ERROR "AUTH not expected now"\r\n'
+                return b'ERROR "Already authenticated"\r\n'
             mech, _, initial = arg.partition(" ")
             has_initial = " " in arg
             if mech == "EXTERNAL":
@@ -109,9 +109,11 @@ class SaslServer:
             return self._reject()
         if command == "DATA":
             if state != _WAIT_DATA:
-                return b'ERROR "DATA not expected now"\r\n'
+                return b'ERROR "Not currently in an auth conversation"\r\n'
             return self._external(arg)
         if command == "CANCEL":
+            if state == _WAIT_AUTH:
+                return b'ERROR "Not currently in an auth conversation"\r\n'
             if state == _WAIT_BEGIN:
                 # The spec lets a client cancel after OK; start over.
                 self.uid = None
@@ -124,7 +126,7 @@ class SaslServer:
             return b""
         if command == "NEGOTIATE_UNIX_FD":
             if state != _WAIT_BEGIN:
-                return b'ERROR "NEGOTIATE_UNIX_FD not expected before OK"\r\n'
+                return b'ERROR "Need to authenticate first"\r\n'
             if not self.allow_unix_fds:
                 return b'ERROR "Unix fd passing is not supported on this transport"\r\n'
             self.unix_fds = True
@@ -142,7 +144,8 @@ class SaslServer:
             try:
                 claimed = binascii.unhexlify(hex_identity).decode("ascii")
             except (binascii.Error, UnicodeDecodeError, ValueError):
-                return self._reject()
+                self.state = _WAIT_AUTH
+                return b'ERROR "Invalid hex encoding"\r\n'
             if not claimed.isdigit() or int(claimed) != self.peer_uid:
                 return self._reject()
         if not self.uid_allowed(self.peer_uid):

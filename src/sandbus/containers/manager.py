@@ -36,7 +36,7 @@ SUPPORTED_ARGUMENTS = {
 PRIVILEGED_METHODS = {
     (IFACE_CONTAINERS, "AddServer"), (IFACE_CONTAINERS, "StopListening"),
     (IFACE_CONTAINERS, "StopInstance"), (IFACE_CONTAINERS, "GrantAccess"),
-    (IFACE_CONTAINERS, "RevokeAccess"),
+    (IFACE_CONTAINERS, "RevokeAccess"), (IFACE_CONTAINERS, "ListInstances"),
     ("org.freedesktop.DBus.Monitoring", "BecomeMonitor"),
     ("org.freedesktop.DBus", "UpdateActivationEnvironment"),
     ("org.freedesktop.DBus", "ReloadConfig"),
@@ -370,3 +370,12 @@ def _get_instance_info(driver, peer, msg, path):
 def _request_header(driver, peer, msg):
     peer.wants_instance_header = True
     return ()
+
+
+@method(IFACE_CONTAINERS, "ListInstances", "", "a(osssub)")
+def _list_instances(driver, peer, msg):
+    """(path, type, name, creator unique name, connections, listening) for
+    every instance; uncontained callers only (see PRIVILEGED_METHODS)."""
+    mgr = driver.bus.containers
+    return ([(i.path, i.type, i.name, i.creator_name, len(i.connections), i.listening)
+             for i in sorted(mgr.instances.values(), key=lambda i: i.number)],)

@@ -62,6 +62,7 @@ INTERFACES = {
         ("method", "RequestHeader", [], []),
         ("method", "GrantAccess", ["o", "a(uos)"], []),
         ("method", "RevokeAccess", ["o", "a(uos)"], []),
+        ("method", "ListInstances", [], ["a(osssub)"]),
         ("property", "SupportedArguments", "as"),
         ("property", "SupportedAccessFlags", "a{su}"),
         ("signal", "InstanceRemoved", ["o"]),

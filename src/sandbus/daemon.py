@@ -109,6 +109,7 @@ class Daemon:
 
     def run(self) -> int:
         asyncio.set_event_loop(self.loop)
+        _raise_fd_limit()
         address = self.bind()
         want_fork = self.opts.fork if self.opts.fork is not None else self.config.fork
         if want_fork:
@@ -167,6 +168,19 @@ class Daemon:
         os.dup2(devnull, 0)
         self._fork_ready = w
         self.loop.call_soon(lambda: (os.write(w, b"x"), os.close(w)))
+
+
+def _raise_fd_limit() -> None:
+    """Every connection is a descriptor: take what the hard limit allows
+    (dbus-daemon asks for 65536 the same way)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError) as e:
+            log.warning("could not raise the open-file limit: %s", e)
 
 
 def _write_fd(fd: int, text: str, close: bool = True) -> None:

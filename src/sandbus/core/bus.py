@@ -406,6 +406,8 @@ class Bus:
                                      new.unique_name if new else "")
         if new is not None:
             self.emit_signal("NameAcquired", "s", (change.name,), destination=new)
+            if self.settings.activation is not None:  # deliver what waited for it to start
+                self.settings.activation.name_owned(change.name, new)
 
 
 def _close_fds(fds) -> None:

@@ -49,6 +49,9 @@ class Reply:
         self.fds = fds
 
 
+# A handler's answer when it will send the reply itself later (activation).
+DEFERRED = object()
+
 _METHODS = {}
 
 
@@ -77,7 +80,12 @@ class Driver:
 
     def handle(self, peer, msg) -> None:
         if msg.type != METHOD_CALL:
-            return  # signals and replies to the bus are dropped, as dbus-daemon does
+            # signals and replies to the bus are dropped, as dbus-daemon does,
+            # except systemd's answer to an activation request (activation)
+            if msg.member == "ActivationFailure" and msg.interface == "org.freedesktop.systemd1.Activator" \
+                    and self.bus.settings.activation is not None:
+                self.bus.settings.activation.systemd_failure(peer, msg)
+            return
         bus = self.bus
         try:
             # dbus-daemon validates every body it loads: a malformed one is
@@ -110,6 +118,8 @@ class Driver:
             # dbus-daemon answers even calls flagged NO_REPLY_EXPECTED.
             bus.send_error_to(peer, msg.serial, e.name, e.message)
             return
+        if result is DEFERRED:
+            return  # the handler replies later (activation)
         if isinstance(result, Reply):
             values, after, fds = result.values, result.after, result.fds
         else:

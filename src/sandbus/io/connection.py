@@ -63,6 +63,7 @@ class Connection:
 
     def _on_readable(self) -> None:
         server = self.server
+        server.dispatching = True
         try:
             for _ in range(8):  # bounded, so one busy peer cannot starve others
                 try:
@@ -90,6 +91,7 @@ class Connection:
                 if len(data) < READ_SIZE:
                     break
         finally:
+            server.dispatching = False
             server.flush_dirty()
 
     def _take_fds(self, anc) -> None:

@@ -17,8 +17,11 @@ class ContainerSockets:
     def create(self, directory: str) -> Listener:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         st = os.lstat(directory)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-            raise OSError(f"{directory} is not a directory owned by the bus user")
+        # Someone else's directory would let them swap our sockets; root may
+        # use one the distribution made for the system bus (messagebus-owned).
+        if not stat.S_ISDIR(st.st_mode) or st.st_mode & 0o022 or \
+                (st.st_uid != os.getuid() and os.getuid() != 0):
+            raise OSError(f"{directory} must be a directory owned by the bus user and writable only by it")
         path = os.path.join(directory, "dbus-" + secrets.token_hex(10))
         listener = bind_unix_path(path)
         # Anyone may connect at the filesystem level; the bus itself only

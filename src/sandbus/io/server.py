@@ -34,6 +34,7 @@ class Server:
         self.incomplete = 0
         self._dirty = []
         self._flush_scheduled = False
+        self.dispatching = False
         self.apply_limits()
         bus.call_later = loop.call_later
 
@@ -129,7 +130,8 @@ class Server:
 
     def mark_dirty(self, conn) -> None:
         self._dirty.append(conn)
-        if not self._flush_scheduled:
+        # Inside a read callback the flush follows right after dispatch.
+        if not self._flush_scheduled and not self.dispatching:
             self._flush_scheduled = True
             self.loop.call_soon(self.flush_dirty)
 

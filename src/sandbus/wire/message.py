@@ -56,6 +56,10 @@ _BE_FIXED = struct.Struct(">BBBBIII")
 _LE_U32 = struct.Struct("<I")
 _BE_U32 = struct.Struct(">I")
 _PAD = b"\0" * 8
+_header_cache = {}
+_CACHE_SIZE = 4096
+_CACHEABLE = 16 + 512  # cache headers whose fields fit in this many bytes
+_REPLY_SERIAL_FIRST = b"\x05\x01u\x00"
 
 
 class ProtocolError(ValueError):
@@ -122,7 +126,60 @@ class Message:
         self.fds = fds
         self._forwarded = None
         self.args_cache = None
+        # Most messages repeat the header fields of an earlier one byte for
+        # byte (same path, interface, member, destination, signature), so
+        # parse results are cached by those bytes; the serial and body length
+        # live in the fixed part and are read every time.  Replies differ
+        # only in REPLY_SERIAL, which is left out of the key when it is the
+        # first field (as libdbus, GDBus, sd-bus and jeepney write it).
+        fields_len = (_LE_U32 if data[0] == 0x6C else _BE_U32).unpack_from(data, 12)[0] \
+            if len(data) >= 16 else 0
+        if 16 <= 16 + fields_len <= _CACHEABLE and data[0] in (0x6C, 0x42):
+            if data[16:20] == _REPLY_SERIAL_FIRST:
+                key = data[:2] + data[16:20] + data[24:16 + fields_len]
+                reply_serial = (_LE_U32 if data[0] == 0x6C else _BE_U32).unpack_from(data, 20)[0]
+            else:
+                key = data[:2] + data[16:16 + fields_len]
+                reply_serial = None
+            hit = _header_cache.get(key)
+            if hit is not None:
+                self._from_cache(hit, reply_serial)
+                return
+            self._parse()
+            if len(_header_cache) >= _CACHE_SIZE:
+                _header_cache.clear()
+            _header_cache[key] = (
+                self.endian, self.type, self.path, self.interface, self.member, self.error_name,
+                self.reply_serial, self.destination, self.sender, self.signature, self.unix_fds,
+                self._kept_fields)
+            return
         self._parse()
+
+    def _from_cache(self, hit, reply_serial) -> None:
+        (self.endian, self.type, self.path, self.interface, self.member, self.error_name,
+         cached_reply_serial, self.destination, self.sender, self.signature, self.unix_fds,
+         self._kept_fields) = hit
+        data = self.data
+        fixed = _LE_FIXED if self.endian == "l" else _BE_FIXED
+        _, _, self.flags, version, self.body_len, self.serial, self.fields_len = fixed.unpack_from(data, 0)
+        if version != PROTOCOL_VERSION:
+            raise ProtocolError(f"unsupported protocol version {version}")
+        if self.serial == 0:
+            raise ProtocolError("message serial is 0")
+        if reply_serial is not None:
+            if reply_serial == 0:
+                raise ProtocolError("reply serial is 0")
+            self.reply_serial = reply_serial
+        else:
+            self.reply_serial = cached_reply_serial
+        fields_len = self.fields_len
+        self.body_start = 16 + fields_len + (-fields_len % 8)
+        if self.body_start + self.body_len != len(data):
+            raise ProtocolError("message length does not match its header")
+        if self.body_len and not self.signature:
+            raise ProtocolError("message has a body but no signature")
+        if self.body_start > 16 + fields_len and data[16 + fields_len:self.body_start] != _PAD[:self.body_start - 16 - fields_len]:
+            raise ProtocolError("non-zero padding before the body")
 
     def _parse(self) -> None:
         data = self.data

@@ -1,0 +1,471 @@
+"""Service activation, sans I/O: .service files, pending activations and
+the messages queued for them, timeouts, systemd hand-off, and dbus-daemon
+1.14's error names and texts (bus/activation.c).
+
+The io layer supplies a *spawner*: ``spawner.spawn(log_name, argv, env,
+user, on_exit) -> handle`` where ``handle.kill()`` kills the child and
+``on_exit(kind, value)`` is called later (never from inside ``spawn``) with
+``("exited", status)``, ``("signaled", signo)``, ``("exec-failed", strerror)``
+or ``("setup-failed", text)``.  Timers come from ``bus.call_later``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+
+from ..wire.message import METHOD_CALL, NO_REPLY_EXPECTED, SIGNAL, Message, build_message
+from ..wire.names import is_valid_bus_name
+from . import errors
+from .errors import DBusError
+
+log = logging.getLogger("sandbus.activation")
+
+SERVICE_SECTION = "D-BUS Service"
+SYSTEMD_NAME = "org.freedesktop.systemd1"
+SYSTEMD_ACTIVATOR = "org.freedesktop.systemd1.Activator"
+DRIVER_NAME = "org.freedesktop.DBus"
+DRIVER_PATH = "/org/freedesktop/DBus"
+
+SPAWN = errors.PREFIX + "Spawn."
+SPAWN_EXEC_FAILED = SPAWN + "ExecFailed"
+SPAWN_FORK_FAILED = SPAWN + "ForkFailed"
+SPAWN_CHILD_EXITED = SPAWN + "ChildExited"
+SPAWN_CHILD_SIGNALED = SPAWN + "ChildSignaled"
+SPAWN_SETUP_FAILED = SPAWN + "SetupFailed"
+TIMED_OUT = errors.PREFIX + "TimedOut"
+
+START_REPLY_SUCCESS = 1
+
+# Set for the dbus-daemon itself (by systemd), not for the services it starts.
+_NOT_INHERITED = ("JOURNAL_STREAM", "LISTEN_FDNAMES", "LISTEN_FDS", "LISTEN_PID", "NOTIFY_SOCKET", "INVOCATION_ID")
+
+
+# -- .service files --------------------------------------------------------------
+
+class ServiceFileError(ValueError):
+    pass
+
+
+def parse_desktop_file(text: str) -> dict:
+    """{section: {key: value}} of a desktop-entry style file."""
+    sections = {}
+    current = None
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            if not line.endswith("]") or len(line) < 3:
+                raise ServiceFileError(f"invalid section header at line {lineno}")
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        if current is None:
+            raise ServiceFileError(f"key outside any section at line {lineno}")
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ServiceFileError(f"invalid line {lineno}: {raw!r}")
+        current[key] = value.strip()
+    return sections
+
+
+class ServiceEntry:
+    __slots__ = ("name", "exec", "user", "systemd_service", "assumed_apparmor_label", "path", "mtime")
+
+    def __init__(self, name, exec_, user=None, systemd_service=None, assumed_apparmor_label=None,
+                 path=None, mtime=None):
+        self.name = name
+        self.exec = exec_
+        self.user = user
+        self.systemd_service = systemd_service
+        self.assumed_apparmor_label = assumed_apparmor_label
+        self.path = path
+        self.mtime = mtime
+
+    def __repr__(self):
+        return f"ServiceEntry({self.name!r}, {self.exec!r})"
+
+
+def entry_from_text(text: str, path=None, mtime=None) -> ServiceEntry:
+    section = parse_desktop_file(text).get(SERVICE_SECTION)
+    if section is None:
+        raise ServiceFileError(f"no [{SERVICE_SECTION}] section")
+    name = section.get("Name")
+    if not name:
+        raise ServiceFileError("no Name= key")
+    if not is_valid_bus_name(name) or name.startswith(":"):
+        raise ServiceFileError(f"Name={name} is not a valid well-known bus name")
+    if "Exec" not in section:
+        raise ServiceFileError("no Exec= key")
+    return ServiceEntry(name, section["Exec"], section.get("User"), section.get("SystemdService"),
+                        section.get("AssumedAppArmorLabel"), path, mtime)
+
+
+def parse_exec(command: str) -> list:
+    """Split an Exec= line as dbus-daemon's _dbus_shell_parse_argv does
+    (POSIX shell quoting, backslash escapes, # comments)."""
+    try:
+        argv = shlex.split(command, comments=True, posix=True)
+    except ValueError as e:
+        raise DBusError(errors.INVALID_ARGS, f"Failed to parse command line '{command}': {e}")
+    if not argv:
+        raise DBusError(errors.INVALID_ARGS, "Text was empty (or contained only whitespace)")
+    return argv
+
+
+class ServiceCache:
+    """The .service files of a list of directories (earlier directories win;
+    within a directory the first file in name order wins).  Files are re-read
+    only when their mtime changes, as dbus-daemon does."""
+
+    def __init__(self, dirs):
+        self.dirs = [(d, False) if isinstance(d, str) else (d.path, d.strict_naming) for d in dirs]
+        self.entries = {}  # bus name -> ServiceEntry
+        self._files = {}  # path -> (mtime, ServiceEntry or None)
+
+    def scan(self) -> None:
+        entries = {}
+        files = {}
+        for directory, strict in self.dirs:
+            try:
+                names = sorted(os.listdir(directory))
+            except OSError:
+                continue
+            for fname in names:
+                if not fname.endswith(".service"):
+                    continue
+                path = os.path.join(directory, fname)
+                try:
+                    mtime = os.stat(path).st_mtime_ns
+                except OSError:
+                    continue
+                cached = self._files.get(path)
+                if cached is not None and cached[0] == mtime:
+                    entry = cached[1]
+                else:
+                    entry = self._load(path, mtime)
+                files[path] = (mtime, entry)
+                if entry is None:
+                    continue
+                if strict and fname != entry.name + ".service":
+                    log.warning('Service file "%s" should have been named "%s.service": not loading it',
+                                path, entry.name)
+                    continue
+                if entry.name in entries:
+                    log.info("Service %s already exists in activation entry list (ignoring %s)", entry.name, path)
+                    continue
+                entries[entry.name] = entry
+        self.entries = entries
+        self._files = files
+
+    @staticmethod
+    def _load(path: str, mtime):
+        try:
+            with open(path, encoding="utf-8", errors="strict") as f:
+                text = f.read()
+            return entry_from_text(text, path, mtime)
+        except (OSError, UnicodeDecodeError, ServiceFileError) as e:
+            log.warning("ignoring service file %s: %s", path, e)
+            return None
+
+    def lookup(self, name: str):
+        """The entry for name, re-checking its file (or rescanning on a miss)
+        as dbus-daemon's activation_find_entry does."""
+        entry = self.entries.get(name)
+        if entry is not None:
+            try:
+                fresh = os.stat(entry.path).st_mtime_ns == entry.mtime
+            except OSError:
+                fresh = False
+            if fresh:
+                return entry
+        self.scan()
+        return self.entries.get(name)
+
+    def names(self):
+        return list(self.entries)
+
+
+# -- pending activations -----------------------------------------------------------
+
+class _Queued:
+    __slots__ = ("conn", "msg", "auto")
+
+    def __init__(self, conn, msg, auto):
+        self.conn = conn  # None: a message from the bus itself (ActivationRequest)
+        self.msg = msg
+        self.auto = auto
+
+
+class PendingActivation:
+    def __init__(self, name, entry):
+        self.name = name
+        self.exec = entry.exec if entry is not None else None
+        self.systemd_service = entry.systemd_service if entry is not None else None
+        self.queue = []
+        self.timer = None
+        self.child = None
+
+
+class Activation:
+    def __init__(self, bus, servicedirs=(), spawner=None, *, systemd_activation: bool = False,
+                 environ=None, address: str = ""):
+        self.bus = bus
+        self.spawner = spawner
+        self.systemd_activation = systemd_activation
+        self.address = address
+        env = dict(os.environ if environ is None else environ)
+        for key in _NOT_INHERITED:
+            env.pop(key, None)
+        self.environment = env
+        self.cache = ServiceCache(servicedirs)
+        self.cache.scan()
+        self.pending = {}  # name -> PendingActivation
+        self.n_queued = 0  # dbus-daemon's n_pending_activations: queued requests
+
+    # -- the driver's interface -------------------------------------------------
+
+    def can_activate(self, name: str) -> bool:
+        if self.systemd_activation and name == SYSTEMD_NAME:
+            return True
+        return self.cache.lookup(name) is not None
+
+    def names(self):
+        return self.cache.names()
+
+    def activate_for_message(self, sender, msg) -> None:
+        """Auto-start: queue msg (a copy, with our own fds) until its
+        destination appears, or answer it with the failure."""
+        try:
+            self._activate(sender, msg, msg.destination, auto=True)
+        except DBusError as e:
+            self.bus.send_error_to(sender, msg.serial, e.name, e.message)
+
+    def start_by_name(self, peer, msg, name):
+        """StartServiceByName: the reply (1 = STARTED) is sent once the name
+        appears; failures raise DBusError now or are sent later."""
+        from .driver import DEFERRED
+        self._activate(peer, msg, name, auto=False)
+        return DEFERRED
+
+    def update_environment(self, env: dict) -> None:
+        self.environment.update(env)
+
+    def reload(self, servicedirs) -> None:
+        """ReloadConfig / SIGHUP: rescan; pending activations survive."""
+        self.cache = ServiceCache(servicedirs)
+        self.cache.scan()
+        self.bus.emit_signal("ActivatableServicesChanged", "", ())
+
+    # -- the bus's hooks -------------------------------------------------------------
+
+    def name_owned(self, name: str, owner) -> None:
+        """name got a primary owner: answer StartServiceByName callers, then
+        deliver the queued messages in order (bus/activation.c:
+        bus_activation_service_created + send_pending_auto_activation_messages)."""
+        pending = self.pending.pop(name, None)
+        if pending is None:
+            return
+        self._finish(pending)
+        log.info("Successfully activated service '%s'", name)
+        bus = self.bus
+        for q in pending.queue:
+            if q.conn is not None and not q.auto and not q.conn.closed:
+                bus.driver.send_reply(q.conn, q.msg.serial, "u", (START_REPLY_SUCCESS,))
+        for q in pending.queue:
+            if not q.auto:
+                continue
+            try:
+                if q.conn is None:
+                    if not owner.closed:
+                        bus.send_bus_message(owner, q.msg.data)
+                elif not q.conn.closed:
+                    bus.route(q.conn, q.msg)
+            finally:
+                if q.msg.fds:
+                    bus.release_fds(q.msg.fds)
+                    q.msg.fds = []
+
+    def systemd_failure(self, peer, msg) -> None:
+        """org.freedesktop.systemd1.Activator.ActivationFailure(unit, error, text)
+        sent to the bus by the owner of org.freedesktop.systemd1."""
+        bus = self.bus
+        if not bus.driver.is_privileged(peer) or peer.container is not None:
+            return
+        if bus.registry.owner(SYSTEMD_NAME) is not peer:
+            log.warning("Ignoring ActivationFailure message from non-systemd connection %s", peer.unique_name)
+            return
+        if msg.signature != "sss":
+            return
+        try:
+            unit, name, text = msg.body()
+        except Exception:
+            return
+        log.info("Activation via systemd failed for unit '%s': %s", unit, text)
+        for pending in list(self.pending.values()):
+            if pending.systemd_service == unit:
+                self._fail(pending, name, text)
+
+    # -- internals -----------------------------------------------------------------
+
+    def _activate(self, conn, msg, name: str, auto: bool) -> None:
+        bus = self.bus
+        limit = bus.limits.max_pending_service_starts
+        if self.n_queued >= limit:
+            raise DBusError(errors.LIMITS_EXCEEDED,
+                            f"The maximum number of pending activations has been reached, activation of "
+                            f"{name} failed (max_pending_service_starts={limit})")
+        if self.systemd_activation and name == SYSTEMD_NAME:
+            entry = None  # systemd connects by itself eventually
+        else:
+            entry = self.cache.lookup(name)
+            if entry is None:
+                raise DBusError(errors.SERVICE_UNKNOWN, f"The name {name} was not provided by any .service files")
+        if auto and conn is not None and conn.send_policy is not None and bus.settings.policy is not None:
+            denial = bus.settings.policy.denial(bus, conn, None, msg)
+            if denial is not None:
+                raise DBusError(errors.ACCESS_DENIED, denial)
+        if auto:
+            msg = _own_copy(msg)
+        queued = _Queued(conn, msg, auto)
+        pending = self.pending.get(name)
+        if pending is not None:
+            pending.queue.append(queued)
+            self.n_queued += 1
+            return
+        pending = PendingActivation(name, entry)
+        pending.queue.append(queued)
+        self.n_queued += 1
+        self.pending[name] = pending
+        if bus.call_later is not None:
+            pending.timer = bus.call_later(bus.limits.service_start_timeout / 1000.0, self._timed_out, pending)
+        try:
+            self._start(pending, entry, conn)
+        except DBusError:
+            self._drop(pending)
+            raise
+
+    def _start(self, pending, entry, conn) -> None:
+        if self.systemd_activation:
+            if entry is None:
+                log.info("waiting for systemd to connect")
+                return
+            if entry.systemd_service:
+                self._request_systemd(pending, entry, conn)
+                return
+        argv = parse_exec(entry.exec)
+        if self.spawner is None:
+            raise DBusError(SPAWN_FORK_FAILED, "Failed to fork (no process spawner)")
+        log.info("Activating service name='%s' requested by '%s'", pending.name,
+                 conn.unique_name if conn is not None else "(bus)")
+        try:
+            pending.child = self.spawner.spawn(pending.name, argv, self.child_environment(), entry.user,
+                                               lambda kind, value: self._child_exited(pending, kind, value))
+        except OSError as e:
+            raise DBusError(SPAWN_FORK_FAILED, f"Failed to fork ({e.strerror or e})")
+
+    def child_environment(self) -> dict:
+        env = dict(self.environment)
+        env.update(self.bus.driver.activation_environment)
+        env["DBUS_STARTER_ADDRESS"] = self.address
+        bus_type = self.bus.settings.bus_type
+        if bus_type:
+            env["DBUS_STARTER_BUS_TYPE"] = bus_type
+            if bus_type == "session":
+                env["DBUS_SESSION_BUS_ADDRESS"] = self.address
+            elif bus_type == "system":
+                env["DBUS_SYSTEM_BUS_ADDRESS"] = self.address
+        return env
+
+    def _request_systemd(self, pending, entry, conn) -> None:
+        bus = self.bus
+        data = build_message(SIGNAL, bus.next_serial(), flags=NO_REPLY_EXPECTED, path=DRIVER_PATH,
+                             interface=SYSTEMD_ACTIVATOR, member="ActivationRequest",
+                             destination=SYSTEMD_NAME, sender=DRIVER_NAME, signature="s",
+                             body=(entry.systemd_service,))
+        systemd = bus.registry.owner(SYSTEMD_NAME)
+        if systemd is not None:
+            log.info("Activating via systemd: service name='%s' unit='%s'", pending.name, entry.systemd_service)
+            bus.send_bus_message(systemd, data)
+            return
+        log.info("Activating systemd to hand-off: service name='%s' unit='%s'", pending.name, entry.systemd_service)
+        self._activate(None, Message(data), SYSTEMD_NAME, auto=True)
+
+    def _child_exited(self, pending, kind: str, value) -> None:
+        pending.child = None
+        if self.pending.get(pending.name) is not pending:
+            return  # already owned its name, failed or timed out
+        if kind == "exited":
+            if value == 0:
+                return  # it may have daemonized: wait for the name or the timeout
+            name, text = SPAWN_CHILD_EXITED, f"Process {pending.name} exited with status {value}"
+        elif kind == "signaled":
+            name, text = SPAWN_CHILD_SIGNALED, f"Process {pending.name} received signal {value}"
+        elif kind == "exec-failed":
+            name, text = SPAWN_EXEC_FAILED, f"Failed to execute program {pending.name}: {value}"
+        else:
+            name, text = SPAWN_SETUP_FAILED, str(value)
+        log.info("Activated service '%s' failed: %s", pending.name, text)
+        # as dbus-daemon: every pending activation with the same Exec fails too
+        for other in list(self.pending.values()):
+            if other is not pending and other.exec is not None and other.exec == pending.exec:
+                self._fail(other, name, text)
+        self._fail(pending, name, text)
+
+    def _timed_out(self, pending) -> None:
+        pending.timer = None
+        if self.pending.get(pending.name) is not pending:
+            return
+        if pending.child is not None:
+            try:
+                pending.child.kill()
+            except OSError:
+                pass
+        timeout = self.bus.limits.service_start_timeout
+        text = f"Failed to activate service '{pending.name}': timed out (service_start_timeout={timeout}ms)"
+        log.warning("%s", text)
+        self._fail(pending, TIMED_OUT, text)
+
+    def _fail(self, pending, name: str, text: str) -> None:
+        if self.pending.get(pending.name) is pending:
+            del self.pending[pending.name]
+        self._finish(pending)
+        bus = self.bus
+        for q in pending.queue:
+            if q.conn is not None and not q.conn.closed:
+                bus.send_error_to(q.conn, q.msg.serial, name, text)
+            if q.msg.fds:
+                bus.release_fds(q.msg.fds)
+                q.msg.fds = []
+
+    def _drop(self, pending) -> None:
+        """Undo a pending activation that could not even be started (its
+        caller gets the error directly)."""
+        if self.pending.get(pending.name) is pending:
+            del self.pending[pending.name]
+        self._finish(pending)
+        for q in pending.queue:
+            if q.msg.fds:
+                self.bus.release_fds(q.msg.fds)
+                q.msg.fds = []
+
+    def _finish(self, pending) -> None:
+        self.n_queued -= len(pending.queue)
+        if pending.timer is not None:
+            pending.timer.cancel()
+            pending.timer = None
+
+
+def _own_copy(msg):
+    """The bus closes a message's fds once routing returns: keep duplicates."""
+    if msg.fds or not isinstance(msg.data, bytes):
+        copy = Message(bytes(msg.data))
+        copy.fds = [os.dup(fd) for fd in msg.fds] if msg.fds else []
+        return copy
+    return msg
+
+
+__all__ = ["Activation", "ServiceCache", "ServiceEntry", "ServiceFileError", "entry_from_text",
+           "parse_desktop_file", "parse_exec", "METHOD_CALL"]

@@ -16,6 +16,9 @@ from .core.policy import PolicyEnforcer
 from .io.container_sockets import ContainerSockets
 from .io.listener import listen
 from .io.server import Server, install_signal_handlers, new_event_loop
+from .core.activation import Activation  # service activation
+from .io import socket_activation
+from .io.spawner import Spawner
 
 log = logging.getLogger("sandbus.daemon")
 
@@ -70,10 +73,24 @@ class Daemon:
         self.server = Server(self.bus, self.loop, uid_allowed=self._uid_allowed,
                              allow_anonymous=self.config.allow_anonymous)
         self.bus.containers.sockets = ContainerSockets(self.server)
+        # service activation: .service files, spawning, --systemd-activation
+        self.spawner = Spawner(self.loop)
+        self.settings.activation = Activation(self.bus, self.config.servicedirs, self.spawner,
+                                              systemd_activation=opts.systemd_activation)
         self.stop_event = None
         self.pidfile = None
+        self._uid_cache = {}
 
     def _uid_allowed(self, uid: int) -> bool:
+        # One user database lookup per uid and configuration, not per connection.
+        allowed = self._uid_cache.get(uid)
+        if allowed is None:
+            if len(self._uid_cache) > 1024:
+                self._uid_cache.clear()
+            allowed = self._uid_cache[uid] = self._uid_allowed_uncached(uid)
+        return allowed
+
+    def _uid_allowed_uncached(self, uid: int) -> bool:
         try:
             import pwd
             gids = tuple(os.getgrouplist(pwd.getpwuid(uid).pw_name, pwd.getpwuid(uid).pw_gid))
@@ -91,21 +108,33 @@ class Daemon:
             raise
         self.config = config
         self.policy = policy
+        self._uid_cache = {}
         self.settings.policy = PolicyEnforcer(policy)
         for peer in self.bus.connections:
             self.settings.policy.attach(peer)
         self.settings.limits = self.bus.limits = config.limits
         self.server.apply_limits()
+        self.settings.activation.reload(config.servicedirs)  # rescan, ActivatableServicesChanged
         log.info("configuration reloaded")
 
     def bind(self) -> str:
         addresses = [self.opts.address] if self.opts.address else list(self.config.listen)
-        if not addresses:
+        # systemd socket activation: passed sockets replace <listen> (and --address=systemd:)
+        passed = socket_activation.take_listen_fds()
+        if passed and (not self.opts.address or self.opts.address == "systemd:"):
+            for listener in socket_activation.listeners_from_fds(passed):
+                self.server.add_listener(listener)
+            addresses = []
+        elif self.opts.address == "systemd:":
+            raise ConfigError("--address=systemd: but no sockets were passed (LISTEN_FDS)")
+        if not addresses and not self.server.listeners:
             raise ConfigError("no <listen> address in the configuration and no --address given")
         for address in addresses:
             for listener in listen(address):
                 self.server.add_listener(listener)
-        return ";".join(lst.address(self.guid) for lst in self.server.listeners)
+        address = ";".join(lst.address(self.guid) for lst in self.server.listeners)
+        self.settings.activation.address = address  # DBUS_STARTER_ADDRESS
+        return address
 
     def run(self) -> int:
         asyncio.set_event_loop(self.loop)
@@ -133,6 +162,7 @@ class Daemon:
 
     def shutdown(self) -> None:
         self.bus.containers.shutdown()
+        self.spawner.close()  # activated services outlive the bus
         self.server.close()
         if self.pidfile:
             try:

@@ -90,7 +90,11 @@ class AccessControl:
         if self._rules_for(inst, (name,)):
             return True
         owner = self.bus.registry.owner(name)
-        return owner is not None and owner.container is inst
+        if owner is None:
+            return False
+        # Rules naming the owner's unique name (GrantAccess always does)
+        # cover the names it owns, as they do for calls (check_unicast).
+        return owner.container is inst or bool(self._rules_for(inst, (owner.unique_name,)))
 
     def _allows(self, inst, target_names, flag, path=None, interface=None, check_object=True) -> bool:
         for r in self._rules_for(inst, target_names):

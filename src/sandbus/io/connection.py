@@ -118,6 +118,7 @@ class Connection:
             self.close(f"authentication failed: {sasl.failure}")
             return
         if sasl.done:
+            self.sasl = None  # its state is no longer needed: keep idle connections small
             self.peer = self.server.authenticated(self, sasl.unix_fds)
             if self.peer is None:
                 return

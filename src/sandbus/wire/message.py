@@ -407,6 +407,11 @@ def string_field(code: int, value: str, endian: str = "l", sig: str = "s") -> by
     return bytes((code, 1, ord(sig), 0)) + u32.pack(len(raw)) + raw + b"\0"
 
 
+def _string_like_field(code: int, sig: str, value: str, u32) -> bytes:
+    raw = value.encode()
+    return bytes((code, 1, ord(sig), 0)) + u32.pack(len(raw)) + raw + b"\0"
+
+
 def build_message(
     mtype: int,
     serial: int,
@@ -425,34 +430,48 @@ def build_message(
     container_instance=None,
     endian: str = "l",
 ) -> bytes:
+    """Marshal a whole message.  The header is written field by field (the
+    bus sends many small messages of its own; the generic marshaller is the
+    slow way to do that)."""
+    u32 = _LE_U32 if endian == "l" else _BE_U32
     fields = []
     if path is not None:
-        fields.append((FIELD_PATH, ("o", path)))
+        if not is_valid_object_path(path):
+            raise ValueError(f"invalid object path {path!r}")
+        fields.append(_string_like_field(FIELD_PATH, "o", path, u32))
     if interface is not None:
-        fields.append((FIELD_INTERFACE, ("s", interface)))
+        fields.append(_string_like_field(FIELD_INTERFACE, "s", interface, u32))
     if member is not None:
-        fields.append((FIELD_MEMBER, ("s", member)))
+        fields.append(_string_like_field(FIELD_MEMBER, "s", member, u32))
     if error_name is not None:
-        fields.append((FIELD_ERROR_NAME, ("s", error_name)))
+        fields.append(_string_like_field(FIELD_ERROR_NAME, "s", error_name, u32))
     if reply_serial is not None:
-        fields.append((FIELD_REPLY_SERIAL, ("u", reply_serial)))
+        fields.append(bytes((FIELD_REPLY_SERIAL, 1, ord("u"), 0)) + u32.pack(reply_serial))
     if destination is not None:
-        fields.append((FIELD_DESTINATION, ("s", destination)))
+        fields.append(_string_like_field(FIELD_DESTINATION, "s", destination, u32))
     if sender is not None:
-        fields.append((FIELD_SENDER, ("s", sender)))
+        fields.append(_string_like_field(FIELD_SENDER, "s", sender, u32))
     if signature:
-        fields.append((FIELD_SIGNATURE, ("g", signature)))
+        raw = signature.encode()
+        fields.append(bytes((FIELD_SIGNATURE, 1, ord("g"), 0, len(raw))) + raw + b"\0")
     if unix_fds:
-        fields.append((FIELD_UNIX_FDS, ("u", unix_fds)))
+        fields.append(bytes((FIELD_UNIX_FDS, 1, ord("u"), 0)) + u32.pack(unix_fds))
     if container_instance is not None:
-        fields.append((FIELD_CONTAINER_INSTANCE, ("o", container_instance)))
-    body_writer = Writer(endian)
+        fields.append(_string_like_field(FIELD_CONTAINER_INSTANCE, "o", container_instance, u32))
+    parts = []
+    length = 0
+    for f in fields:
+        pad = -length % 8
+        if pad:
+            parts.append(_PAD[:pad])
+        parts.append(f)
+        length += pad + len(f)
     if signature:
+        body_writer = Writer(endian)
         body_writer.write(signature, body)
-    body_bytes = bytes(body_writer.buf)
-    w = Writer(endian)
-    w.buf += bytes((ord(endian), mtype, flags, PROTOCOL_VERSION))
-    w.write("uua(yv)", (len(body_bytes), serial, fields))
-    w.align(8)
-    w.buf += body_bytes
-    return bytes(w.buf)
+        body_bytes = bytes(body_writer.buf)
+    else:
+        body_bytes = b""
+    fixed = (_LE_FIXED if endian == "l" else _BE_FIXED).pack(
+        ord(endian), mtype, flags, PROTOCOL_VERSION, len(body_bytes), serial, length)
+    return b"".join((fixed, *parts, _PAD[:-length % 8], body_bytes))

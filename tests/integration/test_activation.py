@@ -273,6 +273,7 @@ def test_systemd_activation_request_and_failure(env):
                                       interface="org.freedesktop.systemd1.Activator"),
                           "ActivationFailure", "sss",
                           ("sd-example.service", "org.freedesktop.systemd1.NoSuchUnit", "Unit sd-example.service not found."))
+        fail.header.fields[HeaderFields.destination] = BUS_NAME  # as systemd sends it
         systemd.send(fail)
         m = c.wait_for(lambda m: m.header.fields.get(HeaderFields.reply_serial) == serial)
         assert error_name(m) == "org.freedesktop.systemd1.NoSuchUnit"

@@ -335,6 +335,13 @@ def test_other_uid_denied(cbus):
     cp = as_nobody("dbus-send", f"--bus={address}", "--print-reply", "--dest=org.freedesktop.DBus",
                    BUS_PATH, "org.freedesktop.DBus.GetId")
     assert cp.returncode != 0, cp
+    # precisely: SASL EXTERNAL is rejected for the other uid
+    sasl = ("import os, socket, sys\n"
+            "s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(sys.argv[1])\n"
+            "s.sendall(b'\\0AUTH EXTERNAL ' + str(os.getuid()).encode().hex().encode() + b'\\r\\n')\n"
+            "print(s.recv(100))\n")
+    cp = as_nobody("/usr/bin/python3", "-c", sasl, address.split("=", 1)[1].split(",")[0])
+    assert cp.returncode == 0 and "REJECTED" in cp.stdout, cp
     assert ccall(c, "ListInstances")[0][0][5] is True  # still listening
     assert "AccessDenied" not in cp.stderr or "Hello" not in cp.stderr, cp.stderr
 

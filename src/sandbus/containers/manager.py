@@ -8,7 +8,7 @@ import os
 import secrets
 
 from ..core import errors
-from ..core.driver import IFACE_CONTAINERS, Reply, method
+from ..core.driver import IFACE_CONTAINERS, Reply, credentials_dict, method
 from ..core.errors import DBusError
 from ..wire.marshal import Variant, marshal
 from ..wire.message import FIELD_CONTAINER_INSTANCE, FIELD_SENDER, string_field
@@ -210,20 +210,6 @@ class ContainerManager:
                 inst.listener = None
 
 
-def _creator_credentials(bus, peer) -> dict:
-    creds = peer.creds
-    result = {}
-    if creds.pid is not None:
-        result["ProcessID"] = Variant("u", creds.pid)
-    if creds.uid is not None:
-        result["UnixUserID"] = Variant("u", creds.uid)
-    if creds.gids is not None:
-        result["UnixGroupIDs"] = Variant("au", list(creds.gids))
-    if creds.security_label:
-        result["LinuxSecurityLabel"] = Variant("ay", creds.security_label + b"\0")
-    return result
-
-
 def _parse_named_arguments(named: dict, msg) -> dict:
     parsed = {}
     for key, value in named.items():
@@ -278,7 +264,7 @@ def _add_server(driver, peer, msg, ctype, name, metadata, named):
     if "MaxConnections" in args:
         max_conn = min(max_conn, args["MaxConnections"])
     inst = ContainerInstance(mgr._next_number, ctype, name, metadata, peer,
-                             _creator_credentials(bus, peer), max_conn)
+                             credentials_dict(peer.creds), max_conn)
     inst.stop_on_disconnect = args.get("StopOnDisconnect", True)
     inst.virtual_machine_id = args.get("VirtualMachineId")
     inst.hide_machine_id = args.get("HideMachineId", False)

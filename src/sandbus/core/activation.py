@@ -15,7 +15,7 @@ import logging
 import os
 import shlex
 
-from ..wire.message import METHOD_CALL, NO_REPLY_EXPECTED, SIGNAL, Message, build_message
+from ..wire.message import NO_REPLY_EXPECTED, SIGNAL, Message, build_message
 from ..wire.names import is_valid_bus_name
 from . import errors
 from .errors import DBusError
@@ -468,4 +468,4 @@ def _own_copy(msg):
 
 
 __all__ = ["Activation", "ServiceCache", "ServiceEntry", "ServiceFileError", "entry_from_text",
-           "parse_desktop_file", "parse_exec", "METHOD_CALL"]
+           "parse_desktop_file", "parse_exec"]

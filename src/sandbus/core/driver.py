@@ -406,13 +406,18 @@ def _get_credentials(driver, peer, msg, name):
     creds = _visible_creds(driver, peer, name, "credentials")
     result = credentials_dict(creds)
     fds = ()
-    if creds.pidfd is not None and peer.unix_fds:
-        result["ProcessFD"] = Variant("h", 0)
-        fds = (creds.pidfd,)
     target = driver.lookup(name) if name != DRIVER_NAME else None
-    if target is not None and driver.bus.containers is not None:
+    after = None
+    if target is not None and peer.unix_fds:
+        get_pidfd = getattr(target.sink, "pidfd", None)
+        pidfd = get_pidfd() if get_pidfd is not None else None
+        if pidfd is not None:
+            result["ProcessFD"] = Variant("h", 0)
+            fds = (pidfd,)
+            after = lambda: driver.bus.release_fds(fds)  # the sink sent its own copy
+    if target is not None:
         driver.bus.containers.add_credentials(target, result)
-    return Reply((result,), fds=fds)
+    return Reply((result,), fds=fds, after=after)
 
 
 @method(IFACE_DBUS, "ReloadConfig", "", "")

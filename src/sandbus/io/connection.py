@@ -10,7 +10,7 @@ from collections import deque
 
 from ..wire.message import ProtocolError, message_length
 from ..wire.sasl import SaslServer
-from .credentials import peer_credentials
+from .credentials import peer_credentials, peer_pidfd
 
 log = logging.getLogger("sandbus.io")
 
@@ -277,6 +277,12 @@ class Connection:
             except OSError:
                 pass
         self.server.connection_closed(self)
+
+    def pidfd(self):
+        """Fetched on demand: holding one per connection would double our fds."""
+        if self.closed or self.sock.family != socket.AF_UNIX:
+            return None
+        return peer_pidfd(self.sock)
 
     def _auth_timeout(self) -> None:
         self.auth_timer = None

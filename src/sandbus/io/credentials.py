@@ -16,7 +16,7 @@ SO_PEERPIDFD = getattr(socket, "SO_PEERPIDFD", 77)
 _UCRED = struct.Struct("3i")
 
 
-def peer_credentials(sock: socket.socket, want_pidfd: bool = True) -> Credentials:
+def peer_credentials(sock: socket.socket, want_pidfd: bool = False) -> Credentials:
     if sock.family != socket.AF_UNIX:
         return Credentials()
     pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, SO_PEERCRED, _UCRED.size))
@@ -53,6 +53,12 @@ def _peer_label(sock):
     raw = raw.rstrip(b"\0")
     # "unconfined" alone carries no information; dbus-daemon omits it too
     return raw or None
+
+
+def peer_pidfd(sock):
+    """A new pidfd for the process that connected (the socket keeps a reference
+    to it from connect time, so asking later is not racy); None if unsupported."""
+    return _peer_pidfd(sock)
 
 
 def _peer_pidfd(sock):

@@ -15,6 +15,7 @@ from .credentials import peer_credentials, peer_pidfd
 log = logging.getLogger("sandbus.io")
 
 READ_SIZE = 256 * 1024
+LARGE_MESSAGE = 64 * 1024
 MAX_FDS_PER_READ = 253  # the kernel's SCM_MAX_FD
 _ANC_SIZE = socket.CMSG_SPACE(MAX_FDS_PER_READ * 4)
 _WRITE_CHUNK = 1024 * 1024
@@ -25,6 +26,7 @@ class Connection:
     __slots__ = (
         "server", "sock", "fd", "listener", "sasl", "peer", "creds", "rbuf", "wqueue",
         "queued_bytes", "closed", "auth_timer", "reading", "writing", "dirty",
+        "big", "big_fill",
     )
 
     def __init__(self, server, sock: socket.socket, listener):
@@ -39,6 +41,10 @@ class Connection:
                                allow_anonymous=server.allow_anonymous, uid_allowed=uid_allowed)
         self.peer = None
         self.rbuf = bytearray()
+        # A large message being read straight into its own buffer (no copies
+        # through rbuf); big_fill bytes of it have arrived.
+        self.big = None
+        self.big_fill = 0
         self.wqueue = deque()  # [memoryview/bytes, fds]
         self.queued_bytes = 0
         self.closed = False
@@ -66,6 +72,12 @@ class Connection:
         server.dispatching = True
         try:
             for _ in range(8):  # bounded, so one busy peer cannot starve others
+                if self.big is not None:
+                    if not self._read_big():
+                        return
+                    if self.big is not None:
+                        break  # the kernel had no more for now
+                    continue
                 try:
                     data, anc, flags, _ = self.sock.recvmsg(READ_SIZE, _ANC_SIZE)
                 except (BlockingIOError, InterruptedError):
@@ -93,6 +105,34 @@ class Connection:
         finally:
             server.dispatching = False
             server.flush_dirty()
+
+    def _read_big(self) -> bool:
+        """Read more of a large message into its buffer; False if closed."""
+        big = self.big
+        want = len(big) - self.big_fill
+        try:
+            n, anc, flags, _ = self.sock.recvmsg_into([memoryview(big)[self.big_fill:]], _ANC_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError as e:
+            self.close(f"read error: {e}")
+            return False
+        if anc:
+            self._take_fds(anc)
+        if n == 0:
+            self.close("peer hung up")
+            return False
+        self.big_fill += n
+        if self.big_fill == len(big):
+            self.big = None
+            self.big_fill = 0
+            peer = self.peer
+            self.server.bus.receive(peer, big)
+            if self.closed or peer.closed:
+                return False
+        elif n < want:
+            return True
+        return not self.closed
 
     def _take_fds(self, anc) -> None:
         fds = []
@@ -143,6 +183,13 @@ class Connection:
                     bus.kick(peer, f"message of {n} bytes exceeds max_message_size")
                     return
                 if end - off < n:
+                    if n >= LARGE_MESSAGE:
+                        # Read the rest straight into a buffer of its own size.
+                        big = bytearray(n)
+                        big[:end - off] = buf[off:end]
+                        self.big = big
+                        self.big_fill = end - off
+                        off = end
                     break
                 if buf is self.rbuf:
                     frame = bytes(buf[off:off + n])

@@ -141,6 +141,8 @@ class Message:
             else:
                 key = data[:2] + data[16:16 + fields_len]
                 reply_serial = None
+            if type(key) is not bytes:
+                key = bytes(key)  # a large message arrives as a bytearray
             hit = _header_cache.get(key)
             if hit is not None:
                 self._from_cache(hit, reply_serial)
@@ -393,7 +395,8 @@ class Message:
             length += pad + len(instance_field)
         parts[1] = u32.pack(length)
         parts.append(_PAD[:-length % 8])
-        parts.append(data[self.body_start:])
+        # a view, so a large body is copied once (by the join), not twice
+        parts.append(memoryview(data)[self.body_start:] if self.body_len > 4096 else data[self.body_start:])
         out = b"".join(parts)
         if not instance_field:
             self._forwarded = out

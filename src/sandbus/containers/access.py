@@ -13,6 +13,7 @@ from ..core import errors
 from ..core.driver import IFACE_CONTAINERS, method, missing_name_error
 from ..core.errors import DBusError
 from ..wire.message import METHOD_CALL
+from .learn import Observation, describe, shape
 from .rules import (
     BUS_NAME_IS_SUBTREE,
     CALL_METHODS,
@@ -29,6 +30,9 @@ from .rules import (
 log = logging.getLogger("sandbus.containers.access")
 
 DRIVER_NAME = "org.freedesktop.DBus"
+DRIVER_PATH = "/org/freedesktop/DBus"
+# Kinds of denial (rule shapes) logged per instance, at most.
+MAX_LOGGED_DENIALS = 256
 ALL_INSTANCES = "/"
 
 
@@ -39,6 +43,15 @@ def _mediated(peer) -> bool:
 
 def _names_of(peer):
     return (peer.unique_name, *peer.names)
+
+
+def _well_known(peer) -> tuple:
+    return tuple(sorted(peer.names))
+
+
+def _observe(what, peer, dest, other, msg) -> Observation:
+    """peer (in the instance concerned) and other, which dest names."""
+    return Observation(what, peer.unique_name, dest, _well_known(other), msg.path, msg.interface, msg.member)
 
 
 def _missing_service(name: str) -> DBusError:
@@ -55,7 +68,6 @@ class AccessControl:
         self.grants = {}  # instance path or "/" -> RuleSet of granted rules
         self.callers_seen = {}  # contained Peer -> unique names that called it
         self.departing = None  # the peer whose disconnect is being announced
-        self._logged = set()
 
     def compile_rules(self, raw) -> RuleSet:
         return compile_allow(raw)
@@ -76,7 +88,8 @@ class AccessControl:
             p = self.departing
         return p
 
-    def can_see(self, viewer, name: str) -> bool:
+    def _visible(self, viewer, name: str) -> bool:
+        """Whether the rules let viewer see name (no recording, no log)."""
         if not _mediated(viewer) or name == DRIVER_NAME:
             return True
         inst = viewer.container
@@ -96,20 +109,69 @@ class AccessControl:
         # cover the names it owns, as they do for calls (check_unicast).
         return owner.container is inst or bool(self._rules_for(inst, (owner.unique_name,)))
 
+    def can_see(self, viewer, name: str) -> bool:
+        """A driver lookup of name by viewer (NameHasOwner, GetNameOwner,
+        GetConnection*...): a hidden name is a denial (logged; recorded and
+        allowed in learn mode).  A name nobody owns is not worth a log line,
+        but learn mode records a well-known one: the app looked it up."""
+        if self._visible(viewer, name):
+            return True
+        inst = viewer.container
+        if name.startswith(":"):
+            p = self._peer_by_name(name)
+            if p is None:
+                return False
+            names = _well_known(p)
+        else:
+            names = ()
+            if inst.learner is None and self.bus.registry.owner(name) is None:
+                return False
+        obs = Observation("see", viewer.unique_name, name, names, None, None, None)
+        return self._note(inst, obs)
+
+    def filter_names(self, viewer, names):
+        """ListNames / ListActivatableNames: hidden names are left out, not
+        denied (nothing logged); learn mode lists everything."""
+        if not _mediated(viewer) or viewer.container.learner is not None:
+            return names
+        return [n for n in names if self._visible(viewer, n)]
+
     def _allows(self, inst, target_names, flag, path=None, interface=None, check_object=True) -> bool:
         for r in self._rules_for(inst, target_names):
             if r.flags & flag and (not check_object or (r.covers_path(path) and r.covers_interface(interface))):
                 return True
         return False
 
-    def _deny(self, peer, what: str, detail: str, name: str, msg=None) -> DBusError:
+    # -- denials and learning ------------------------------------------------------
+
+    def _note(self, inst, obs, level=logging.WARNING) -> bool:
+        """Something inst's rules do not allow: True (allow it) if inst is
+        learning, after recording it; else False, after logging it once per
+        instance and rule shape."""
+        learner = inst.learner
+        if learner is not None:
+            if learner.record(obs):
+                log.info("learned: %s", describe(inst, obs))
+            return True
+        logged = inst.denials_logged
+        if len(logged) < MAX_LOGGED_DENIALS:
+            key = shape(obs)
+            if key not in logged:
+                logged.add(key)
+                log.log(level, "denied: %s", describe(inst, obs))
+                if len(logged) == MAX_LOGGED_DENIALS:
+                    log.warning("container %s: %d kinds of denial logged, not logging more", inst.path,
+                                MAX_LOGGED_DENIALS)
+        return False
+
+    def _deny(self, peer, obs, detail: str, error=None):
+        """None if peer's instance is learning (obs recorded), else the
+        DBusError to answer with (error, or AccessDenied saying detail)."""
         inst = peer.container
-        key = (inst.path, what, name, msg.interface if msg else None, msg.member if msg else None)
-        if key not in self._logged:
-            self._logged.add(key)
-            log.warning("container %s (type %s, app %r): denied %s from %s to %s%s", inst.path, inst.type,
-                        inst.name, what, peer.unique_name, name,
-                        f" (path {msg.path}, {msg.interface}.{msg.member})" if msg else "")
+        if self._note(inst, obs):
+            return None
+        if error is not None:
+            return error
         return DBusError(errors.ACCESS_DENIED, f"Connection {peer.unique_name} in container {inst.path} "
                          f"({inst.type} {inst.name!r}) is not allowed to {detail}")
 
@@ -123,19 +185,30 @@ class AccessControl:
         if _mediated(sender):
             inst = sender.container
             names = _names_of(target)
-            if target.container is not inst and not self._allows(inst, names, CALL_METHODS, msg.path, msg.interface):
-                if not self.can_see(sender, dest):
-                    return missing_name_error(msg)
-                return self._deny(sender, "call", f"call {msg.interface}.{msg.member} on {msg.path} of {dest}",
-                                  dest, msg)
+            if not self._allows(inst, names, CALL_METHODS, msg.path, msg.interface):
+                what = "call" if msg.type == METHOD_CALL else "signal"
+                hidden = missing_name_error(msg) if not self._visible(sender, dest) else None
+                err = self._deny(sender, _observe(what, sender, dest, target, msg),
+                                 f"call {msg.interface}.{msg.member} on {msg.path} of {dest}", hidden)
+                if err is not None:
+                    return err
             if msg.fds and not self._allows(inst, names, SEND_UNIX_FDS, check_object=False):
-                return self._deny(sender, "fd passing", f"pass file descriptors to {dest}", dest, msg)
+                err = self._deny(sender, _observe("fds", sender, dest, target, msg),
+                                 f"pass file descriptors to {dest}")
+                if err is not None:
+                    return err
         if _mediated(target):
             if _mediated(sender) and not self._rules_for(target.container, _names_of(sender)):
-                # Two instances talk only if both sides' rules allow it.
-                if not self.can_see(sender, dest):
-                    return missing_name_error(msg)
-                return self._deny(sender, "call", f"reach {dest}, whose container has no rule for it", dest, msg)
+                # Two instances talk only if both sides' rules allow it: this
+                # is a denial of target's instance (it needs SEE of sender).
+                obs = _observe("reach", target, sender.unique_name, sender, msg)
+                if not self._note(target.container, obs):
+                    if not self._visible(sender, dest):
+                        return missing_name_error(msg)
+                    inst = sender.container
+                    return DBusError(errors.ACCESS_DENIED, f"Connection {sender.unique_name} in container "
+                                     f"{inst.path} ({inst.type} {inst.name!r}) is not allowed to reach {dest}, "
+                                     "whose container has no rule for it")
             if msg.type == METHOD_CALL:
                 self.callers_seen.setdefault(target, set()).add(sender.unique_name)
         return None
@@ -147,39 +220,63 @@ class AccessControl:
     def allow_broadcast(self, sender, receiver, msg) -> bool:
         if not _mediated(receiver) or sender.container is receiver.container:
             return True
+        inst = receiver.container
         if sender is self.bus.driver_peer:
             if msg.member == "NameOwnerChanged":
                 try:
                     name, old, new = msg.body()
                 except ValueError:
                     return False
-                return self.can_see(receiver, name)
-            return msg.interface != IFACE_CONTAINERS
-        inst = receiver.container
+                if self._visible(receiver, name):
+                    return True
+                p = self._peer_by_name(name) if name.startswith(":") else None
+                obs = Observation("see", receiver.unique_name, name, _well_known(p) if p else (),
+                                  msg.path, msg.interface, msg.member)
+                return self._note(inst, obs, logging.INFO)
+            if msg.interface != IFACE_CONTAINERS:
+                return True
+            obs = Observation("driver-signal", receiver.unique_name, DRIVER_NAME, (), msg.path, msg.interface,
+                              msg.member)
+            return self._note(inst, obs, logging.INFO)
         if _mediated(sender) and not self._rules_for(sender.container, _names_of(receiver)):
-            return False
-        return self._allows(inst, _names_of(sender), RECEIVE_BROADCASTS, msg.path, msg.interface)
+            if not self._note(sender.container, _observe("reach", sender, receiver.unique_name, receiver, msg)):
+                return False
+        if self._allows(inst, _names_of(sender), RECEIVE_BROADCASTS, msg.path, msg.interface):
+            return True
+        return self._note(inst, _observe("broadcast", receiver, sender.unique_name, sender, msg))
 
     # -- driver hooks ----------------------------------------------------------
 
     def check_driver_call(self, peer, iface, member, args) -> None:
         if _mediated(peer) and iface == "org.freedesktop.DBus" and member == "GetId":
-            raise self._deny(peer, "GetId", "learn the bus id", DRIVER_NAME)
+            obs = Observation("GetId", peer.unique_name, DRIVER_NAME, (), DRIVER_PATH, iface, member)
+            err = self._deny(peer, obs, "learn the bus id")
+            if err is not None:
+                raise err
 
     def check_own(self, peer, name: str) -> None:
         if _mediated(peer) and not self._allows(peer.container, (name,), OWN_BUS_NAME, check_object=False):
-            raise self._deny(peer, "own", f"own the name {name}", name)
+            err = self._deny(peer, Observation("own", peer.unique_name, name, (), None, None, None),
+                             f"own the name {name}")
+            if err is not None:
+                raise err
 
     check_list_queued = check_own
 
     def check_start_service(self, peer, name: str) -> None:
         if _mediated(peer) and not self._allows(peer.container, (name,), CALL_METHODS, check_object=False):
-            if not self.can_see(peer, name):
-                raise _missing_service(name)
-            raise self._deny(peer, "activation", f"start {name}", name)
+            hidden = _missing_service(name) if not self._visible(peer, name) else None
+            err = self._deny(peer, Observation("activation", peer.unique_name, name, (), None, None, None),
+                             f"start {name}", hidden)
+            if err is not None:
+                raise err
 
     def may_activate(self, peer, name: str) -> bool:
-        return not _mediated(peer) or self._allows(peer.container, (name,), CALL_METHODS, check_object=False)
+        """Auto-start of name for a message from peer."""
+        if not _mediated(peer) or self._allows(peer.container, (name,), CALL_METHODS, check_object=False):
+            return True
+        return self._deny(peer, Observation("activation", peer.unique_name, name, (), None, None, None),
+                          f"start {name}") is None
 
     # -- bookkeeping -----------------------------------------------------------
 

@@ -25,7 +25,10 @@ class ContainerInstance:
         self.stop_on_disconnect = True
         self.virtual_machine_id = None
         self.hide_machine_id = False
-        self.access = None  # AccessRules when the instance is mediated (Allow given)
+        self.access = None  # RuleSet when the instance is mediated (Allow or Learn given)
+        self.allow = ()  # the Allow rules as given, a(usos)
+        self.learner = None  # a learn.Learner in learn mode: denials are recorded and allowed
+        self.denials_logged = set()  # rule shapes of denials already logged
         self.announced = False  # the AddServer reply went out
         self.removed = False
         self.watches = []  # cancel callables for notification pipes

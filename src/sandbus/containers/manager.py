@@ -14,6 +14,7 @@ from ..wire.marshal import Variant, marshal
 from ..wire.message import FIELD_CONTAINER_INSTANCE, FIELD_SENDER, string_field
 from ..wire.names import is_valid_interface, is_valid_object_path
 from .instance import ContainerInstance
+from .learn import Learner, flatpak_args, learned_rules
 
 log = logging.getLogger("sandbus.containers")
 
@@ -30,13 +31,18 @@ SUPPORTED_ARGUMENTS = {
     "MaxConnections": "u",
     "VirtualMachineId": "s",
     "HideMachineId": "b",
+    "Learn": "b",
 }
+
+# Learned rules of removed learn-mode instances, kept for GetLearnedRules.
+LEARNED_ARCHIVE_SIZE = 32
 
 # Driver methods a contained connection may never call.
 PRIVILEGED_METHODS = {
     (IFACE_CONTAINERS, "AddServer"), (IFACE_CONTAINERS, "StopListening"),
     (IFACE_CONTAINERS, "StopInstance"), (IFACE_CONTAINERS, "GrantAccess"),
     (IFACE_CONTAINERS, "RevokeAccess"), (IFACE_CONTAINERS, "ListInstances"),
+    (IFACE_CONTAINERS, "GetLearnedRules"),
     ("org.freedesktop.DBus.Monitoring", "BecomeMonitor"),
     ("org.freedesktop.DBus", "UpdateActivationEnvironment"),
     ("org.freedesktop.DBus", "ReloadConfig"),
@@ -63,6 +69,7 @@ class ContainerManager:
         self._uncontained_fields = {e: string_field(FIELD_CONTAINER_INSTANCE, "/", e, "o") for e in "lB"}
         self._driver_sender = {e: string_field(FIELD_SENDER, DRIVER_NAME, e) for e in "lB"}
         self._hidden_machine_ids = {}
+        self.learned_archive = {}  # path -> (creator uid, allow rules, observations) of removed instances
         from . import access  # noqa: F401  (registers GrantAccess/RevokeAccess)
         self.access = access.AccessControl(self)
 
@@ -143,7 +150,7 @@ class ContainerManager:
     def filter_names(self, peer, names):
         if peer.container is None:
             return names
-        return [n for n in names if self.access.can_see(peer, n)]
+        return self.access.filter_names(peer, names)
 
     def check_own(self, peer, name) -> None:
         if peer.container is not None:
@@ -183,6 +190,10 @@ class ContainerManager:
         self.instances.pop(inst.path, None)
         self._hidden_machine_ids.pop(inst.path, None)
         self.access.on_instance_removed(inst)
+        if inst.learner is not None:
+            self.learned_archive[inst.path] = (inst.creator_uid, inst.allow, inst.learner.observations())
+            while len(self.learned_archive) > LEARNED_ARCHIVE_SIZE:
+                del self.learned_archive[next(iter(self.learned_archive))]
         if inst.announced:
             self.bus.emit_signal("InstanceRemoved", "o", (inst.path,), interface=IFACE_CONTAINERS)
 
@@ -244,8 +255,9 @@ def _add_server(driver, peer, msg, ctype, name, metadata, named):
                         f"The container type identifier must have the syntax of an interface name, not {ctype!r}")
     args = _parse_named_arguments(named, msg)
     rules = None
-    if "Allow" in args:
-        rules = mgr.access.compile_rules(args["Allow"])
+    learn = args.get("Learn", False)
+    if "Allow" in args or learn:
+        rules = mgr.access.compile_rules(args.get("Allow", []))
     size = len(marshal("a{sv}", (metadata,))) + len(ctype.encode()) + len(name.encode())
     if size > limits.max_container_metadata_bytes:
         raise DBusError(errors.LIMITS_EXCEEDED, f"Connection \"{peer.unique_name}\" is not allowed to set "
@@ -269,6 +281,10 @@ def _add_server(driver, peer, msg, ctype, name, metadata, named):
     inst.virtual_machine_id = args.get("VirtualMachineId")
     inst.hide_machine_id = args.get("HideMachineId", False)
     inst.access = rules
+    if rules is not None:
+        inst.allow = tuple(tuple(r) for r in args.get("Allow", ()))
+    if learn:
+        inst.learner = Learner()
     inst.on_change = lambda: mgr._maybe_remove(inst)
     try:
         if "Socket" in args:
@@ -305,7 +321,7 @@ def _add_server(driver, peer, msg, ctype, name, metadata, named):
             mgr.sockets.start(listener)
 
     log.info("container %s created by %s: type %s, name %r%s", inst.path, peer.unique_name, ctype, name,
-             " (mediated)" if rules is not None else "")
+             " (learning)" if learn else " (mediated)" if rules is not None else "")
     return Reply((inst.path, socket_path, address), after=start)
 
 
@@ -365,3 +381,31 @@ def _list_instances(driver, peer, msg):
     mgr = driver.bus.containers
     return ([(i.path, i.type, i.name, i.creator_name, len(i.connections), i.listening)
              for i in sorted(mgr.instances.values(), key=lambda i: i.number)],)
+
+
+@method(IFACE_CONTAINERS, "GetLearnedRules", "o", "a(usos)as")
+def _get_learned_rules(driver, peer, msg, path):
+    """The minimal Allow rules (the instance's own first) that would have
+    allowed what a learn-mode instance did, and the same as xdg-dbus-proxy
+    arguments.  Creator's uid only; uncontained callers only.  Answers for
+    an instance removed recently too (the app has exited by then)."""
+    mgr = driver.bus.containers
+    inst = mgr.instances.get(path)
+    if inst is not None:
+        mgr.require_creator(peer, inst, "GetLearnedRules")
+        if inst.learner is None:
+            raise DBusError(errors.INVALID_ARGS, f"Container {path} was not created with Learn=true")
+        uid, allow, observations = inst.creator_uid, inst.allow, inst.learner.observations()
+    else:
+        archived = mgr.learned_archive.get(path)
+        if archived is None:
+            mgr.lookup(path)  # NotContainer
+        uid, allow, observations = archived
+        if peer.creds.uid != uid:
+            raise DBusError(errors.ACCESS_DENIED, f"GetLearnedRules: only the user who created {path} "
+                            f"(uid {uid}) may do that")
+    rules, unexpressed = learned_rules(observations, allow)
+    if unexpressed:
+        log.info("container %s: %d learned observations no rule can express (e.g. %s)", path,
+                 len(unexpressed), unexpressed[0])
+    return ([tuple(r) for r in rules], flatpak_args(observations, allow))

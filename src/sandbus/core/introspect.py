@@ -63,6 +63,7 @@ INTERFACES = {
         ("method", "GrantAccess", ["o", "a(uos)"], []),
         ("method", "RevokeAccess", ["o", "a(uos)"], []),
         ("method", "ListInstances", [], ["a(osssub)"]),
+        ("method", "GetLearnedRules", ["o"], ["a(usos)", "as"]),
         ("property", "SupportedArguments", "as"),
         ("property", "SupportedAccessFlags", "a{su}"),
         ("signal", "InstanceRemoved", ["o"]),

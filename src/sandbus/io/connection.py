@@ -186,7 +186,7 @@ class Connection:
                     if n >= LARGE_MESSAGE:
                         # Read the rest straight into a buffer of its own size.
                         big = bytearray(n)
-                        big[:end - off] = buf[off:end]
+                        big[:end - off] = memoryview(buf)[off:end]
                         self.big = big
                         self.big_fill = end - off
                         off = end

@@ -24,6 +24,8 @@ METRICS = {
     "p99_us": ("p99 us", "99th percentile latency, microseconds", "lower"),
     "rss_kib": ("rss KiB", "broker RSS at the end, KiB", "lower"),
     "rss_per_conn_b": ("B/conn", "broker RSS growth per idle connection, bytes", "lower"),
+    "cpu_us_low": ("cpu us@1", "scaling workloads: CPU per op at the small end", "lower"),
+    "flatness": ("flat", "scaling workloads: CPU per op at the large end / at the small end (1.0 = flat)", "lower"),
 }
 
 

@@ -235,13 +235,13 @@ def two_clients(target, size, nclients=2):
     return _finish(meter, size * nclients, wall, lat)
 
 
-def _broadcast(target, size, nsubs):
+def _broadcast(target, size, nsubs, noise=NOISE_RULES):
     # The emitter owns its name before anyone subscribes, so no
     # NameOwnerChanged (xdg-dbus-proxy synthesizes some) lands mid-run.
     emitter = Conn(target.service_address)
     request_name(emitter, EMITTER_NAME)
     sync(emitter)
-    per_sub = NOISE_RULES // nsubs
+    per_sub = noise // nsubs
     subs = []
     for i in range(nsubs):
         c = client(target)
@@ -454,6 +454,62 @@ def jeepney_sequential(target, size):
     return _finish(meter, size, elapsed, lat)
 
 
+def _noise_rule_holders(target, count, per_conn=25000):
+    """Connections holding ``count`` match rules that never match (spread
+    out: a bus limits rules per connection)."""
+    holders, done = [], 0
+    while done < count:
+        k = min(per_conn, count - done)
+        c = client(target)
+        c.call_many([wire.bus_call("AddMatch", "s", (
+            "type='signal',interface='%s',member='Idle%d'" % (SIGNAL_IFACE, done + j),))
+            for j in range(k)])
+        holders.append(c)
+        done += k
+    return holders
+
+
+def _flatness(low, high, scale_name, scale):
+    high = dict(high)
+    high["cpu_us_low"] = low["cpu_us_per_op"]
+    high["flatness"] = high["cpu_us_per_op"] / low["cpu_us_per_op"] if low["cpu_us_per_op"] else float("nan")
+    high[scale_name] = scale
+    return high
+
+
+def scaling_rules(target, size):
+    """Broadcast to one subscriber with no other rules, then with 100k
+    (10k in quick mode) non-matching rules installed: flatness = cost ratio."""
+    scale = 100000 if size >= 1000 else 10000
+    low = _broadcast(target, size, 1, noise=0)
+    holders = _noise_rule_holders(target, scale)
+    try:
+        high = _broadcast(target, size, 1, noise=0)
+    finally:
+        for c in holders:
+            c.close()
+    return _flatness(low, high, "rules", scale)
+
+
+def scaling_connections(target, size):
+    """Sequential calls with no other clients, then with 10k (500 in quick
+    mode) idle connections open: flatness = cost ratio."""
+    scale = 10000 if size >= 1000 else 500
+    low = sequential(target, size)
+    fd_cost = 2 if target.client_address != target.service_address else 1
+    scale = min(scale, (raise_nofile(scale * fd_cost) - 256) // fd_cost)
+    idle = []
+    t0 = time.perf_counter()
+    try:
+        while len(idle) < scale and time.perf_counter() - t0 < IDLE_BUDGET_S:
+            idle.append(Conn(target.client_address))
+        high = sequential(target, size)
+    finally:
+        for c in idle:
+            c.close()
+    return _flatness(low, high, "connections", len(idle))
+
+
 def jeepney_available():
     try:
         import jeepney.io.blocking  # noqa: F401
@@ -474,4 +530,6 @@ WORKLOADS = {
     "connect_hello": (connect_hello, 2000, 100, "connection"),
     "idle_connections": (idle_connections, 10000, 2000, "connection"),
     "jeepney_sequential": (jeepney_sequential, 5000, 200, "call"),
+    "scaling_rules": (scaling_rules, 20000, 200, "signal"),
+    "scaling_connections": (scaling_connections, 20000, 300, "call"),
 }

@@ -213,9 +213,13 @@ class AccessControl:
                 self.callers_seen.setdefault(target, set()).add(sender.unique_name)
         return None
 
-    def allow_reply(self, sender, target, msg) -> bool:
-        # Reply tracking already limits replies to one per received call.
-        return True
+    def unrequested_reply(self, sender, target, msg):
+        """An unrequested reply crossing a container boundary is dropped; a
+        mediated sender addressing a name it may not see gets exactly what a
+        missing name would have given it (see Bus.route), nothing more."""
+        if _mediated(sender) and not self.can_see(sender, msg.destination):
+            return missing_name_error(msg)
+        return None
 
     def allow_broadcast(self, sender, receiver, msg) -> bool:
         if not _mediated(receiver) or sender.container is receiver.container:
@@ -282,6 +286,11 @@ class AccessControl:
 
     def on_disconnect(self, peer) -> None:
         self.callers_seen.pop(peer, None)
+        if self.callers_seen and peer.unique_name is not None:
+            # a caller that left is nobody's to see any more (and the sets
+            # must not grow with every short-lived outside caller)
+            for seen in self.callers_seen.values():
+                seen.discard(peer.unique_name)
         for granted in self.grants.values():
             granted.remove_granter(peer)
 

@@ -3,7 +3,12 @@ instances on a running bus, through a tiny blocking client of our own
 (SASL EXTERNAL over a unix socket, sandbus.wire marshalling).
 
 The Flatpak / xdg-dbus-proxy shorthand (--see/--talk/--own/--call/
---broadcast) compiles to Allow rules (DESIGN.md section 3)."""
+--broadcast) compiles to Allow rules (DESIGN.md section 3).
+
+Learn mode: `add --learn` creates an instance that records what its rules
+would deny instead of denying it; `rules PATH` (or ending `add --learn`
+with Ctrl-C / SIGTERM) prints the Allow rules that would have allowed it,
+as `--allow` arguments for `add` and as xdg-dbus-proxy arguments."""
 
 import argparse
 import os
@@ -118,13 +123,17 @@ class BlockingClient:
         return self.call(BUS, BUS_PATH, IFACE, member, sig, body)
 
     def wait_closed(self) -> None:
-        """Block until the bus hangs up (or a signal interrupts)."""
+        """Block until the bus hangs up (or a signal interrupts).  Messages
+        to us (signals, calls) are read whole and ignored, so the
+        connection stays usable after an interruption."""
         self.sock.settimeout(None)
-        while True:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                return
-            # messages to us (signals, calls) are ignored
+        try:
+            while True:
+                self._read_message()
+        except CliError:
+            return
+        finally:
+            self.sock.settimeout(30.0)
 
     def close(self) -> None:
         self.sock.close()
@@ -197,6 +206,17 @@ def _mediated(args) -> bool:
     return any((args.allow, args.see, args.talk, args.own, args.call, args.broadcast))
 
 
+def format_learned(path: str, rules, args) -> str:
+    """What `rules PATH` prints: the a(usos) rules as `add --allow`
+    arguments, then the xdg-dbus-proxy / Flatpak-style arguments."""
+    from .learn import format_allow
+    out = [f"# Allow rules learned by {path} (sandbus container add ... --allow ...):"]
+    out += [format_allow(r) for r in rules] or ["# (none needed)"]
+    out.append("# xdg-dbus-proxy / Flatpak:")
+    out += list(args) or ["# (none needed)"]
+    return "\n".join(out) + "\n"
+
+
 # -- commands ---------------------------------------------------------------------
 
 def _parser():
@@ -217,6 +237,11 @@ def _parser():
     a.add_argument("--broadcast", action="append", default=[], metavar="NAME=RULE")
     a.add_argument("--detach", action="store_true",
                    help="StopOnDisconnect=false: print and exit, the instance stays")
+    a.add_argument("--learn", action="store_true",
+                   help="learn mode: record instead of deny what the rules (maybe none) do not allow; "
+                        "the learned rules are printed on exit (and by `rules PATH`)")
+    r = sub.add_parser("rules", help="print the rules a learn-mode instance learned (GetLearnedRules)")
+    r.add_argument("path")
     sub.add_parser("list", help="list instances")
     i = sub.add_parser("info", help="show one instance (GetInstanceInfo)")
     i.add_argument("path")
@@ -248,8 +273,10 @@ def _add(client, args) -> int:
             raise CliError(f"--metadata needs KEY=VALUE, not {kv!r}")
         metadata[k] = Variant("s", v)
     named = {}
-    if _mediated(args):
+    if _mediated(args) or args.learn:
         named["Allow"] = Variant("a(usos)", compile_shorthand(args))
+    if args.learn:
+        named["Learn"] = Variant("b", True)
     if args.max_connections is not None:
         named["MaxConnections"] = Variant("u", args.max_connections)
     if args.detach:
@@ -268,7 +295,18 @@ def _add(client, args) -> int:
     try:
         client.wait_closed()
     except KeyboardInterrupt:
-        pass
+        if args.learn:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            rules, fargs = client.containers("GetLearnedRules", "o", path)
+            sys.stdout.write(format_learned(path, rules, fargs))
+            sys.stdout.flush()
+    return 0
+
+
+def _rules(client, args) -> int:
+    rules, fargs = client.containers("GetLearnedRules", "o", args.path)
+    sys.stdout.write(format_learned(args.path, rules, fargs))
     return 0
 
 
@@ -311,7 +349,8 @@ def container_main(argv) -> int:
             compile_shorthand(args)  # report syntax errors before connecting
         client = BlockingClient(address)
         try:
-            return {"add": _add, "list": _list, "info": _info, "stop": _stop}[args.command](client, args)
+            return {"add": _add, "list": _list, "info": _info, "stop": _stop,
+                    "rules": _rules}[args.command](client, args)
         finally:
             client.close()
     except CliError as e:

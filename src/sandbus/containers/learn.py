@@ -131,8 +131,11 @@ def learned_rules(observations, base_rules=()):
     extra = {}  # name -> flags not tied to an object (OWN, FDS, activation)
     seen = set()  # names that need at least SEE
     unexpressed = []
-    for obs in sorted(observations, key=lambda o: (o.what, o.dest or "", o.path or "", o.interface or "",
-                                                   o.member or "")):
+    # Broadcasts last, senders with fewer names first: a sender with several
+    # names is covered by a rule for any of them, maybe one made already.
+    order = sorted(observations, key=lambda o: (o.what == "broadcast", len(o.names), o.what, o.dest or "",
+                                                o.path or "", o.interface or "", o.member or ""))
+    for obs in order:
         if obs.what in RULELESS:
             unexpressed.append(obs)
             continue
@@ -143,6 +146,14 @@ def learned_rules(observations, base_rules=()):
         if obs.what in CALL_KINDS or obs.what == "broadcast":
             flag = RECEIVE_BROADCASTS if obs.what == "broadcast" else CALL_METHODS
             if _covered(base, name, flag, obs.path, obs.interface):
+                continue
+            # judged by all the target's names (a broadcast, or a call to a
+            # unique name): a rule made already for any of them may do
+            by_all_names = obs.what == "broadcast" or (obs.dest or "").startswith(":")
+            if by_all_names and any(
+                    _covered(base, n, flag, obs.path, obs.interface)
+                    or objects.get(n, {}).get((obs.path or "/", obs.interface or ""), 0) & flag
+                    or objects.get(n, {}).get((obs.path or "/", ""), 0) & flag for n in obs.names):
                 continue
             key = (obs.path or "/", obs.interface or "")
             per = objects.setdefault(name, {})
@@ -162,10 +173,14 @@ def learned_rules(observations, base_rules=()):
     learned = []
     for name in sorted(set(objects) | set(extra) | seen):
         per = objects.get(name, {})
-        # A rule with interface "" subsumes the same path's rules with the same flags or fewer.
+        # A rule with interface "" covers the same path's rules for its flags.
         for (path, iface), flags in list(per.items()):
-            if iface and per.get((path, ""), 0) & flags == flags:
-                del per[(path, iface)]
+            if iface:
+                flags &= ~per.get((path, ""), 0)
+                if flags:
+                    per[(path, iface)] = flags
+                else:
+                    del per[(path, iface)]
         rules = [[flags, name, path, iface] for (path, iface), flags in sorted(per.items())]
         more = extra.get(name, 0)
         if more & CALL_METHODS and any(r[0] & CALL_METHODS for r in rules):

@@ -138,8 +138,8 @@ class ContainerManager:
     def check_unicast(self, sender, target, msg):
         return self.access.check_unicast(sender, target, msg)
 
-    def allow_reply(self, sender, target, msg) -> bool:
-        return self.access.allow_reply(sender, target, msg)
+    def unrequested_reply(self, sender, target, msg):
+        return self.access.unrequested_reply(sender, target, msg)
 
     def allow_broadcast(self, sender, target, msg) -> bool:
         return self.access.allow_broadcast(sender, target, msg)
@@ -365,6 +365,10 @@ def _get_connection_instance(driver, peer, msg, name):
 def _get_instance_info(driver, peer, msg, path):
     mgr = driver.bus.containers
     inst = mgr.lookup(path)
+    if peer.container is not None and peer.container.access is not None and inst is not peer.container:
+        # a mediated app learns about its own instance only, and other
+        # instances look like no instance at all
+        raise DBusError(errors.NOT_CONTAINER, f"There is no container with path '{path}'")
     return mgr.instance_info(inst)
 
 

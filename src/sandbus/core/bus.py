@@ -218,9 +218,16 @@ class Bus:
                 target.pending_calls -= 1
                 if timer is not True:
                     timer.cancel()
-            elif self.settings.policy is None or target.container is not None:
-                # Without a policy saying otherwise (and always into a
-                # container), only a reply to an outstanding call gets through.
+            elif sender.container is not None or target.container is not None:
+                # Never into or out of a container; the containers layer says
+                # whether the sender is owed the answer a missing name gets.
+                error = self.containers.unrequested_reply(sender, target, msg)
+                if error is not None:
+                    self.send_error_to(sender, msg.serial, error.name, error.message)
+                return
+            elif self.settings.policy is None:
+                # Without a policy saying otherwise only a reply to an
+                # outstanding call gets through.
                 log.debug("dropping unrequested reply from %s to %s", sender.unique_name, target.unique_name)
                 return
             if not requested or sender.send_policy is not None or target.receive_policy is not None:
@@ -267,7 +274,19 @@ class Bus:
         if self.eavesdrop_rules:
             self._copy_to_eavesdroppers(sender, msg, target)
 
+    def _queue_full(self, target: Peer, mtype: int) -> bool:
+        """True if target's outgoing queue is over max_outgoing_bytes: a
+        signal to it is dropped (as dbus-daemon does); anything else means
+        it does not read what it asked for, and it alone is disconnected."""
+        if target.sink.queued_bytes <= self.limits.max_outgoing_bytes:
+            return False
+        if mtype != SIGNAL:
+            self.kick(target, "its outgoing queue exceeds max_outgoing_bytes (it does not read)")
+        return True
+
     def _send(self, sender, target: Peer, msg: Message) -> None:
+        if target.sink.queued_bytes > self.limits.max_outgoing_bytes and self._queue_full(target, msg.type):
+            return
         if target.wants_instance_header:
             data = msg.forwarded(sender.sender_fields[msg.endian],
                                  self.containers.instance_field(sender, msg.endian))
@@ -300,6 +319,8 @@ class Bus:
 
     def _deliver_any(self, sender, target: Peer, msg: Message) -> None:
         if sender is self.driver_peer:
+            if self._queue_full(target, msg.type):
+                return
             if target.wants_instance_header:
                 target.sink.send(self.containers.stamp_bus_message(msg), ())
             else:
@@ -360,7 +381,7 @@ class Bus:
 
     def send_bus_message(self, target: Peer, data: bytes, fds=()) -> None:
         """A message from the driver to one peer (reply, error, unicast signal)."""
-        if target.closed:
+        if target.closed or self._queue_full(target, data[1]):
             return
         if target.wants_instance_header or self.monitors:
             msg = Message(data)

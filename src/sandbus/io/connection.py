@@ -2,7 +2,6 @@
 and batched, fd-carrying writes back out.  It is the core's 'sink'."""
 
 import array
-import errno
 import logging
 import os
 import socket
@@ -19,14 +18,13 @@ LARGE_MESSAGE = 64 * 1024
 MAX_FDS_PER_READ = 253  # the kernel's SCM_MAX_FD
 _ANC_SIZE = socket.CMSG_SPACE(MAX_FDS_PER_READ * 4)
 _WRITE_CHUNK = 1024 * 1024
-_FATAL_WRITE = (errno.EPIPE, errno.ECONNRESET, errno.EBADF, errno.ENOTCONN)
 
 
 class Connection:
     __slots__ = (
         "server", "sock", "fd", "listener", "sasl", "peer", "creds", "rbuf", "wqueue",
         "queued_bytes", "closed", "auth_timer", "reading", "writing", "dirty",
-        "big", "big_fill",
+        "big", "big_fill", "queued_fds",
     )
 
     def __init__(self, server, sock: socket.socket, listener):
@@ -45,6 +43,7 @@ class Connection:
         # through rbuf); big_fill bytes of it have arrived.
         self.big = None
         self.big_fill = 0
+        self.queued_fds = 0
         self.wqueue = deque()  # [memoryview/bytes, fds]
         self.queued_bytes = 0
         self.closed = False
@@ -130,6 +129,9 @@ class Connection:
             self.server.bus.receive(peer, big)
             if self.closed or peer.closed:
                 return False
+            if self.queued_bytes > self.server.max_outgoing:
+                self._stop_reading()
+                return False
         elif n < want:
             return True
         return not self.closed
@@ -183,7 +185,7 @@ class Connection:
                     bus.kick(peer, f"message of {n} bytes exceeds max_message_size")
                     return
                 if end - off < n:
-                    if n >= LARGE_MESSAGE:
+                    if n >= LARGE_MESSAGE and (end - off) * 4 >= n:
                         # Read the rest straight into a buffer of its own size.
                         big = bytearray(n)
                         big[:end - off] = memoryview(buf)[off:end]
@@ -197,7 +199,12 @@ class Connection:
                     frame = buf
                 else:
                     frame = buf[off:off + n]
-                bus.receive(peer, frame)
+                try:
+                    bus.receive(peer, frame)
+                except Exception:  # a bug must cost only this sender its connection
+                    log.exception("internal error handling a message from %s", peer.unique_name)
+                    bus.kick(peer, "internal error while handling its message")
+                    return
                 off += n
                 if peer.closed:
                     return
@@ -219,7 +226,20 @@ class Connection:
         if self.closed:
             return
         if fds:
-            fds = [os.dup(fd) for fd in fds]  # our own copies, closed once sent
+            if self.queued_fds + len(fds) > self.server.max_outgoing_fds:
+                self.close("too many unix fds queued for a peer that does not read")
+                return
+            copies = []  # our own copies, closed once sent
+            try:
+                for fd in fds:
+                    copies.append(os.dup(fd))
+            except OSError as e:
+                for fd in copies:
+                    os.close(fd)
+                self.close(f"cannot queue unix fds: {e}")
+                return
+            fds = copies
+            self.queued_fds += len(fds)
         self.wqueue.append([data, fds])
         self.queued_bytes += len(data)
         if not self.dirty:
@@ -240,6 +260,7 @@ class Connection:
                     n = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
                     for fd in fds:
                         os.close(fd)
+                    self.queued_fds -= len(fds)
                     item[1] = ()
                     if n == len(data):
                         q.popleft()
@@ -261,10 +282,10 @@ class Connection:
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as e:
-                if e.errno in _FATAL_WRITE:
-                    self.close(f"write error: {e}")
-                    return
-                raise
+                # Whatever the error (EPIPE, ETOOMANYREFS, ...), it is this
+                # connection's alone.
+                self.close(f"write error: {e}")
+                return
             self.queued_bytes -= n
             if n == len(data):
                 q.popleft()

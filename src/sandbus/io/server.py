@@ -41,6 +41,7 @@ class Server:
     def apply_limits(self) -> None:
         limits = self.bus.limits
         self.max_outgoing = limits.max_outgoing_bytes
+        self.max_outgoing_fds = limits.max_outgoing_unix_fds
         self.max_message_size = min(limits.max_message_size, 128 * 1024 * 1024)
 
     # -- listeners -------------------------------------------------------------
@@ -82,6 +83,8 @@ class Server:
             except OSError as e:
                 log.warning("could not set up connection: %s", e)
                 sock.close()
+                if listener.container is not None:
+                    listener.container.connection_gone(None)  # give back its slot
                 continue
             self.connections.add(conn)
             self.incomplete += 1
@@ -142,7 +145,11 @@ class Server:
             self._dirty = []
             for conn in dirty:
                 if not conn.closed:
-                    conn.flush()
+                    try:
+                        conn.flush()
+                    except Exception:  # never let one connection stop the others' writes
+                        log.exception("internal error writing to a connection")
+                        conn.close("internal error while writing")
             dirty = self._dirty
 
     # -- shutdown --------------------------------------------------------------

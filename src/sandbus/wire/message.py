@@ -135,7 +135,8 @@ class Message:
         fields_len = (_LE_U32 if data[0] == 0x6C else _BE_U32).unpack_from(data, 12)[0] \
             if len(data) >= 16 else 0
         if 16 <= 16 + fields_len <= _CACHEABLE and data[0] in (0x6C, 0x42):
-            if data[16:20] == _REPLY_SERIAL_FIRST:
+            # fields_len >= 8: the key's length must pin down fields_len
+            if fields_len >= 8 and data[16:20] == _REPLY_SERIAL_FIRST:
                 key = data[:2] + data[16:20] + data[24:16 + fields_len]
                 reply_serial = (_LE_U32 if data[0] == 0x6C else _BE_U32).unpack_from(data, 20)[0]
             else:

@@ -1,0 +1,122 @@
+"""Regressions for ways one client could hurt the bus or others: unbounded
+queues, allocation driven by a declared length, a poisoned header cache, and
+replies smuggled out of a mediated container."""
+
+import struct
+import time
+
+import pytest
+from jeepney.low_level import Header, HeaderFields, Message, MessageType, Endianness
+
+from containers_util import add_server, allow, cbus, cbus_factory  # noqa: F401  (fixtures)
+from itutil import (
+    IS_DBUS_DAEMON,
+    TIMEOUT,
+    Client,
+    DBusErrorReply,
+    assert_bus_alive,
+    hello_bytes,
+    raw_auth,
+    raw_connect,
+    read_until_closed,
+)
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def registered(bus):
+    s = raw_connect(bus)
+    raw_auth(s)
+    s.sendall(hello_bytes())
+    return s
+
+
+def test_signal_flood_to_a_non_reader_stays_bounded(bus_factory):
+    """Signals to a subscriber that never reads are dropped past
+    max_outgoing_bytes; the bus's memory stays bounded and others are served."""
+    bus = bus_factory('<limit name="max_outgoing_bytes">262144</limit>')
+    slow = registered(bus)
+    slow.sendall(_add_match_bytes("type='signal',interface='com.example.Flood'"))
+    time.sleep(0.3)
+    before = rss_kib(bus.pid)
+    with Client(bus.address) as emitter:
+        payload = "x" * 16384
+        for i in range(1500):  # about 24 MB if nothing were dropped
+            emitter.send(_signal(payload))
+        emitter.bus("GetId")  # a round trip: the bus has routed every signal
+    assert rss_kib(bus.pid) - before < 40 * 1024
+    assert_bus_alive(bus)
+    slow.close()
+
+
+def test_declared_length_does_not_allocate(bus_factory):
+    """A bare header declaring a large message must not make the bus
+    allocate that much before the bytes arrive."""
+    bus = bus_factory()
+    before = rss_kib(bus.pid)
+    socks = []
+    for _ in range(20):
+        s = registered(bus)
+        # 30 MiB body declared, one header field, then nothing more
+        fields = b"\x05\x01u\x00" + struct.pack("<I", 1)
+        s.sendall(b"l\x02\x00\x01" + struct.pack("<III", 30 << 20, 7, len(fields)) + fields)
+        socks.append(s)
+    time.sleep(0.5)
+    assert rss_kib(bus.pid) - before < 60 * 1024
+    assert_bus_alive(bus)
+    for s in socks:
+        s.close()
+
+
+def test_header_cache_cannot_be_poisoned(module_bus):
+    """A malformed header stays malformed after a well-formed header with
+    the same leading bytes has been seen."""
+    good = registered(module_bus)
+    fields = b"\x05\x01u\x00" + struct.pack("<I", 5)
+    good.sendall(b"l\x02\x00\x01" + struct.pack("<III", 0, 9, 8) + fields)  # a valid reply to nobody
+    bad = registered(module_bus)
+    # fields_len 5: the REPLY_SERIAL field is cut short
+    bad.sendall(b"l\x02\x00\x01" + struct.pack("<III", 0, 9, 5) + fields[:5] + b"\0\0\0")
+    read_until_closed(bad)
+    bad.close()
+    good.close()
+    assert_bus_alive(module_bus)
+
+
+@pytest.mark.skipif(IS_DBUS_DAEMON, reason="Containers1 mediation is sandbus's")
+def test_mediated_peer_cannot_smuggle_replies(cbus):  # noqa: F811
+    """An unrequested reply out of a mediated container never arrives, and a
+    hidden destination answers exactly like a missing one."""
+    with cbus.client() as outside:
+        _, _, address = add_server(outside, named=allow())
+        with cbus.client(address) as inside:
+            answers = {}
+            for dest in (outside.unique_name, ":1.9999"):
+                reply = Message(Header(Endianness.little, MessageType.method_return, 0, 1, 0, 0,
+                                       {HeaderFields.reply_serial: 3, HeaderFields.destination: dest}), ())
+                serial = inside.send(reply)
+                err = inside.wait_for(lambda m: m.header.fields.get(HeaderFields.reply_serial) == serial,
+                                      what="error for the smuggled reply")
+                answers[dest] = (err.header.fields[HeaderFields.error_name],
+                                 err.body[0].replace(dest, "NAME"))
+            assert answers[outside.unique_name] == answers[":1.9999"]
+            outside.assert_no(lambda m: m.header.message_type == MessageType.method_return
+                              and m.header.fields.get(HeaderFields.reply_serial) == 3)
+
+
+def _add_match_bytes(rule: str) -> bytes:
+    from itutil import BUS_NAME, BUS_PATH, BUS_IFACE, raw_message
+    body = struct.pack("<I", len(rule.encode())) + rule.encode() + b"\0"
+    return raw_message(1, fields=[(1, "o", BUS_PATH), (2, "s", BUS_IFACE), (3, "s", "AddMatch"),
+                                  (6, "s", BUS_NAME), (8, "g", "s")], body=body, serial=2)
+
+
+def _signal(payload: str) -> Message:
+    from jeepney import new_signal, DBusAddress
+    return new_signal(DBusAddress("/flood", interface="com.example.Flood"), "Tick", "s", (payload,))

@@ -193,7 +193,42 @@ def learned_rules(observations, base_rules=()):
         if not rules:
             rules.append([0, name, "/", ""])  # SEE
         learned.extend(tuple(r) for r in rules)
-    return base_rules + learned, unexpressed
+    return base_rules + _prune(base_rules, learned, [o for o in observations if o not in unexpressed]), \
+        unexpressed
+
+
+def _allowed(rules: RuleSet, obs: Observation) -> bool:
+    """What mediation decides for obs under rules: a target addressed by a
+    well-known name is judged by that name, otherwise by all its names."""
+    if obs.what not in CALL_KINDS and obs.what not in ("broadcast", "fds"):
+        names = (obs.dest,)
+    elif obs.what != "broadcast" and not obs.dest.startswith(":"):
+        names = (obs.dest,)
+    else:
+        names = obs.names
+    if obs.what in CALL_KINDS:
+        return any(_covered(rules, n, CALL_METHODS, obs.path, obs.interface) for n in names)
+    if obs.what == "broadcast":
+        return any(_covered(rules, n, RECEIVE_BROADCASTS, obs.path, obs.interface) for n in names)
+    if obs.what == "fds":
+        return any(_covered(rules, n, SEND_UNIX_FDS, check_object=False) for n in names)
+    if obs.what == "own":
+        return _covered(rules, obs.dest, OWN_BUS_NAME, check_object=False)
+    if obs.what == "activation":
+        return _covered(rules, obs.dest, CALL_METHODS, check_object=False)
+    return bool(rules.for_name(obs.dest))  # see, reach
+
+
+def _prune(base_rules, learned, observations) -> list:
+    """Drop learned rules the others make redundant: building them one
+    observation at a time can leave a rule that a later one covers."""
+    kept = list(learned)
+    for rule in list(learned):
+        fewer = [r for r in kept if r is not rule]
+        rs = RuleSet(Rule(*r) for r in base_rules + fewer)
+        if all(_allowed(rs, o) for o in observations):
+            kept = fewer
+    return kept
 
 
 # -- Flatpak / xdg-dbus-proxy form ------------------------------------------------------

@@ -54,11 +54,6 @@ def _observe(what, peer, dest, other, msg) -> Observation:
     return Observation(what, peer.unique_name, dest, _well_known(other), msg.path, msg.interface, msg.member)
 
 
-def _missing_service(name: str) -> DBusError:
-    # Must be byte-identical to the error for a name nobody ever owned.
-    return DBusError(errors.SERVICE_UNKNOWN, f"The name {name} was not provided by any .service files")
-
-
 class AccessControl:
     FLAG_NAMES = FLAG_NAMES
 
@@ -269,7 +264,7 @@ class AccessControl:
 
     def check_start_service(self, peer, name: str) -> None:
         if _mediated(peer) and not self._allows(peer.container, (name,), CALL_METHODS, check_object=False):
-            hidden = _missing_service(name) if not self._visible(peer, name) else None
+            hidden = errors.service_unknown(name) if not self._visible(peer, name) else None
             err = self._deny(peer, Observation("activation", peer.unique_name, name, (), None, None, None),
                              f"start {name}", hidden)
             if err is not None:

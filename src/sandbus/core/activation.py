@@ -322,7 +322,7 @@ class Activation:
         else:
             entry = self.cache.lookup(name)
             if entry is None:
-                raise DBusError(errors.SERVICE_UNKNOWN, f"The name {name} was not provided by any .service files")
+                raise errors.service_unknown(name)
         if auto and conn is not None and conn.send_policy is not None and bus.settings.policy is not None:
             denial = bus.settings.policy.denial(bus, conn, None, msg)
             if denial is not None:

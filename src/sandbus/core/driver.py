@@ -34,7 +34,7 @@ def missing_name_error(msg) -> DBusError:
     activation is ruled out); hidden names must get exactly this too."""
     dest = msg.destination
     if not msg.flags & NO_AUTO_START:
-        return DBusError(errors.SERVICE_UNKNOWN, f"The name {dest} was not provided by any .service files")
+        return errors.service_unknown(dest)
     return DBusError(errors.NAME_HAS_NO_OWNER, f'Name "{dest}" does not exist')
 
 
@@ -251,14 +251,13 @@ def _release_name(driver, peer, msg, name):
 @method(IFACE_DBUS, "StartServiceByName", "su", "u")
 def _start_service_by_name(driver, peer, msg, name, flags):
     bus = driver.bus
-    if bus.containers is not None:
-        bus.containers.check_start_service(peer, name)
+    bus.containers.check_start_service(peer, name)
     if name != DRIVER_NAME and driver.lookup(name) is not None:
         return (2,)  # DBUS_START_REPLY_ALREADY_RUNNING
     activation = bus.settings.activation
     if activation is not None and activation.can_activate(name):
         return activation.start_by_name(peer, msg, name)
-    raise DBusError(errors.SERVICE_UNKNOWN, f"The name {name} was not provided by any .service files")
+    raise errors.service_unknown(name)
 
 
 @method(IFACE_DBUS, "UpdateActivationEnvironment", "a{ss}", "")
@@ -272,7 +271,7 @@ def _update_activation_environment(driver, peer, msg, env):
 def _name_has_owner(driver, peer, msg, name):
     if name == DRIVER_NAME:
         return (True,)
-    if driver.bus.containers is not None and not driver.bus.containers.can_see(peer, name):
+    if not driver.bus.containers.can_see(peer, name):
         return (False,)
     return (driver.lookup(name) is not None,)
 
@@ -283,8 +282,7 @@ def _list_names(driver, peer, msg):
     result = [DRIVER_NAME]
     result.extend(bus.registry.names())
     result.extend(bus.peers)
-    if bus.containers is not None:
-        result = bus.containers.filter_names(peer, result)
+    result = bus.containers.filter_names(peer, result)
     return (result,)
 
 
@@ -294,8 +292,7 @@ def _list_activatable_names(driver, peer, msg):
     result = [DRIVER_NAME]
     if bus.settings.activation is not None:
         result.extend(bus.settings.activation.names())
-    if bus.containers is not None:
-        result = bus.containers.filter_names(peer, result)
+    result = bus.containers.filter_names(peer, result)
     return (result,)
 
 
@@ -303,8 +300,7 @@ def _list_activatable_names(driver, peer, msg):
 def _add_match(driver, peer, msg, text):
     bus = driver.bus
     rule = MatchRule(text, owner=peer)
-    if bus.containers is not None:
-        bus.containers.check_add_match(peer, rule)
+    bus.containers.check_add_match(peer, rule)
     if len(peer.rules) >= bus.limits.max_match_rules_per_connection:
         raise DBusError(errors.LIMITS_EXCEEDED, "Connection \"%s\" is not allowed to add more match rules "
                         "(increase limits in configuration file if required; "
@@ -329,7 +325,7 @@ def _get_name_owner(driver, peer, msg, name):
     if name == DRIVER_NAME:
         return (DRIVER_NAME,)
     owner = driver.lookup(name)
-    hidden = driver.bus.containers is not None and not driver.bus.containers.can_see(peer, name)
+    hidden = not driver.bus.containers.can_see(peer, name)
     if owner is None or hidden:
         raise _no_such_name("owner", name)
     return (owner.unique_name,)
@@ -338,8 +334,7 @@ def _get_name_owner(driver, peer, msg, name):
 @method(IFACE_DBUS, "ListQueuedOwners", "s", "as")
 def _list_queued_owners(driver, peer, msg, name):
     bus = driver.bus
-    if bus.containers is not None:
-        bus.containers.check_list_queued(peer, name)
+    bus.containers.check_list_queued(peer, name)
     if name == DRIVER_NAME:
         return ([DRIVER_NAME],)
     if name.startswith(":"):
@@ -367,7 +362,7 @@ def credentials_dict(creds) -> dict:
 
 
 def _visible_creds(driver, peer, name, what):
-    if driver.bus.containers is not None and name != DRIVER_NAME \
+    if name != DRIVER_NAME \
             and not driver.bus.containers.can_see(peer, name):
         raise _no_such_name(what, name)
     return driver.credentials_of(name, what)
@@ -441,7 +436,7 @@ def _properties(driver, iface):
     if iface == IFACE_DBUS:
         return {"Features": Variant("as", list(FEATURES)),
                 "Interfaces": Variant("as", list(driver.interfaces))}
-    if iface == IFACE_CONTAINERS and driver.bus.containers is not None:
+    if iface == IFACE_CONTAINERS:
         return driver.bus.containers.properties()
     return None
 
@@ -488,10 +483,9 @@ def _ping(driver, peer, msg):
 
 @method(IFACE_PEER, "GetMachineId", "", "s")
 def _get_machine_id(driver, peer, msg):
-    if driver.bus.containers is not None:
-        override = driver.bus.containers.machine_id_for(peer)
-        if override is not None:
-            return (override,)
+    override = driver.bus.containers.machine_id_for(peer)
+    if override is not None:
+        return (override,)
     return (driver.bus.settings.machine_id,)
 
 

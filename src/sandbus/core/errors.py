@@ -24,6 +24,12 @@ NOT_CONTAINER = PREFIX + "NotContainer"
 TIMEOUT = PREFIX + "Timeout"
 
 
+def service_unknown(name: str) -> "DBusError":
+    """dbus-daemon's answer for a name no one owns and no .service file
+    provides.  One place, because a hidden name must get it byte for byte."""
+    return DBusError(SERVICE_UNKNOWN, f"The name {name} was not provided by any .service files")
+
+
 class DBusError(Exception):
     """Raised by bus code to answer the current method call with an error."""
 

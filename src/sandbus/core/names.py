@@ -58,15 +58,17 @@ class NameRegistry:
             q[0][1] = flags
             return ALREADY_OWNER, []
         if flags & REPLACE_EXISTING and primary_flags & ALLOW_REPLACEMENT:
-            self._remove_from_queue(q, peer)
+            self._remove_from_queue(q, peer, name)
+            primary.names.discard(name)
             if primary_flags & DO_NOT_QUEUE:
                 q.pop(0)
-                primary.names.discard(name)
+            else:
+                primary.queued.add(name)  # it waits at the head of the queue
             q.insert(0, [peer, flags])
             peer.names.add(name)
             return PRIMARY_OWNER, [Change(name, primary, peer)]
         if flags & DO_NOT_QUEUE:
-            self._remove_from_queue(q, peer)
+            self._remove_from_queue(q, peer, name)
             return EXISTS, []
         for entry in q:
             if entry[0] is peer:
@@ -74,13 +76,15 @@ class NameRegistry:
                 break
         else:
             q.append([peer, flags])
+            peer.queued.add(name)
         return IN_QUEUE, []
 
     @staticmethod
-    def _remove_from_queue(q, peer) -> None:
+    def _remove_from_queue(q, peer, name) -> None:
         for i in range(1, len(q)):
             if q[i][0] is peer:
                 del q[i]
+                peer.queued.discard(name)
                 return
 
     def release(self, peer, name: str):
@@ -90,10 +94,9 @@ class NameRegistry:
             return NON_EXISTENT, []
         if q[0][0] is peer:
             return RELEASED, [self._drop_primary(name, q)]
-        for i in range(1, len(q)):
-            if q[i][0] is peer:
-                del q[i]
-                return RELEASED, []
+        if name in peer.queued:
+            self._remove_from_queue(q, peer, name)
+            return RELEASED, []
         return NOT_OWNER, []
 
     def _drop_primary(self, name, q) -> Change:
@@ -101,6 +104,7 @@ class NameRegistry:
         old.names.discard(name)
         if q:
             new = q[0][0]
+            new.queued.discard(name)
             new.names.add(name)
             return Change(name, old, new)
         del self._queues[name]
@@ -113,15 +117,14 @@ class NameRegistry:
             q = self._queues.get(name)
             if q and q[0][0] is peer:
                 changes.append(self._drop_primary(name, q))
-        # queued (non-primary) entries: rare, so a scan is acceptable here
-        for name, q in list(self._queues.items()):
-            self._remove_from_queue(q, peer)
+        for name in list(peer.queued):
+            self._remove_from_queue(self._queues[name], peer, name)
         peer.names.clear()
         return changes
 
     def names_of(self, peer) -> list:
         """Names peer owns or is queued for."""
-        return [name for name, q in self._queues.items() if any(e[0] is peer for e in q)]
+        return [*peer.names, *peer.queued]
 
     def queued_names_count(self, peer) -> int:
-        return sum(1 for q in self._queues.values() for entry in q if entry[0] is peer)
+        return len(peer.names) + len(peer.queued)

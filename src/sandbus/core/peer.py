@@ -18,7 +18,7 @@ class Credentials:
 
 class Peer:
     __slots__ = (
-        "id", "unique_name", "creds", "unix_fds", "sink", "names", "rules",
+        "id", "unique_name", "creds", "unix_fds", "sink", "names", "queued", "rules",
         "expected_replies", "pending_calls", "is_monitor", "monitor_rules",
         "sender_fields", "container", "wants_instance_header", "incoming_fds",
         "closed", "policy", "send_policy", "receive_policy", "listener", "__weakref__",
@@ -31,6 +31,7 @@ class Peer:
         self.unix_fds = unix_fds
         self.sink = sink
         self.names = set()  # well-known names this peer is primary owner of
+        self.queued = set()  # names it waits for in a queue (not primary)
         self.rules = []  # its match rules
         # calls this peer received and may answer: (caller Peer, serial) -> True
         self.expected_replies = {}

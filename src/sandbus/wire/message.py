@@ -411,11 +411,6 @@ def string_field(code: int, value: str, endian: str = "l", sig: str = "s") -> by
     return bytes((code, 1, ord(sig), 0)) + u32.pack(len(raw)) + raw + b"\0"
 
 
-def _string_like_field(code: int, sig: str, value: str, u32) -> bytes:
-    raw = value.encode()
-    return bytes((code, 1, ord(sig), 0)) + u32.pack(len(raw)) + raw + b"\0"
-
-
 def build_message(
     mtype: int,
     serial: int,
@@ -442,26 +437,26 @@ def build_message(
     if path is not None:
         if not is_valid_object_path(path):
             raise ValueError(f"invalid object path {path!r}")
-        fields.append(_string_like_field(FIELD_PATH, "o", path, u32))
+        fields.append(string_field(FIELD_PATH, path, endian, "o"))
     if interface is not None:
-        fields.append(_string_like_field(FIELD_INTERFACE, "s", interface, u32))
+        fields.append(string_field(FIELD_INTERFACE, interface, endian, "s"))
     if member is not None:
-        fields.append(_string_like_field(FIELD_MEMBER, "s", member, u32))
+        fields.append(string_field(FIELD_MEMBER, member, endian, "s"))
     if error_name is not None:
-        fields.append(_string_like_field(FIELD_ERROR_NAME, "s", error_name, u32))
+        fields.append(string_field(FIELD_ERROR_NAME, error_name, endian, "s"))
     if reply_serial is not None:
         fields.append(bytes((FIELD_REPLY_SERIAL, 1, ord("u"), 0)) + u32.pack(reply_serial))
     if destination is not None:
-        fields.append(_string_like_field(FIELD_DESTINATION, "s", destination, u32))
+        fields.append(string_field(FIELD_DESTINATION, destination, endian, "s"))
     if sender is not None:
-        fields.append(_string_like_field(FIELD_SENDER, "s", sender, u32))
+        fields.append(string_field(FIELD_SENDER, sender, endian, "s"))
     if signature:
         raw = signature.encode()
         fields.append(bytes((FIELD_SIGNATURE, 1, ord("g"), 0, len(raw))) + raw + b"\0")
     if unix_fds:
         fields.append(bytes((FIELD_UNIX_FDS, 1, ord("u"), 0)) + u32.pack(unix_fds))
     if container_instance is not None:
-        fields.append(_string_like_field(FIELD_CONTAINER_INSTANCE, "o", container_instance, u32))
+        fields.append(string_field(FIELD_CONTAINER_INSTANCE, container_instance, endian, "o"))
     parts = []
     length = 0
     for f in fields:

@@ -27,7 +27,7 @@ import time
 import types
 
 from . import wire
-from .conn import Conn, recv_with_fds, request_name
+from .conn import BusError, Conn, recv_with_fds, request_name
 from .names import ECHO_IFACE, ECHO_NAME, ECHO_PATH, EMITTER_NAME, SIGNAL_IFACE
 from .procstat import Meter
 
@@ -75,8 +75,12 @@ def client(target, **kw):
 def sync(conn):
     """Round trip to the bus so everything it queued for us (NameAcquired)
     has arrived; then forget it."""
-    # Peer.Ping, not GetId: a mediated container connection may not learn the bus id.
-    conn.call(wire.bus_call("Ping", interface="org.freedesktop.DBus.Peer"))
+    # GetId, except where it is refused: a mediated container connection may
+    # not learn the bus id (and xdg-dbus-proxy refuses Peer.Ping instead).
+    try:
+        conn.call(wire.bus_call("GetId"))
+    except BusError:
+        conn.call(wire.bus_call("Ping", interface="org.freedesktop.DBus.Peer"))
     conn.drain()
 
 

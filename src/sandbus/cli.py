@@ -77,10 +77,15 @@ def parse_daemon_args(argv):
             opts.nopidfile = True
         elif arg == "--systemd-activation":
             opts.systemd_activation = True
-        elif arg in ("--syslog", "--syslog-only"):
+        elif arg == "--syslog":
             opts.syslog = True
+            opts.syslog_only = False
+        elif arg == "--syslog-only":
+            opts.syslog = True
+            opts.syslog_only = True
         elif arg == "--nosyslog":
             opts.syslog = False
+            opts.syslog_only = False
         elif arg.startswith("--ready-event-handle="):
             pass  # Windows-only in dbus-daemon
         else:

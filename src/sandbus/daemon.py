@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import secrets
+import signal
 import socket
 import sys
 
@@ -14,7 +15,8 @@ from .config.policy import Creds
 from .core.bus import Bus, BusSettings
 from .core.policy import PolicyEnforcer
 from .io.container_sockets import ContainerSockets
-from .io.listener import listen
+from .io.listener import AuthSettings, listen
+from .wire.sasl import SUPPORTED_MECHANISMS
 from .io.server import Server, install_signal_handlers, new_event_loop
 from .core.activation import Activation  # service activation
 from .io import socket_activation
@@ -48,7 +50,8 @@ class DaemonOptions:
         self.fork = None  # None: the config file decides
         self.nopidfile = False
         self.systemd_activation = False
-        self.syslog = None
+        self.syslog = None  # True: --syslog, False: --nosyslog, None: <syslog/> decides
+        self.syslog_only = False  # --syslog-only: the system log and not stderr
         self.ready_event_fd = None
 
 
@@ -72,6 +75,7 @@ class Daemon:
         self.loop = new_event_loop()
         self.server = Server(self.bus, self.loop, uid_allowed=self._uid_allowed,
                              allow_anonymous=self.config.allow_anonymous)
+        self.server.auth_settings = auth_settings(self.config)
         self.bus.containers.sockets = ContainerSockets(self.server)
         # service activation: .service files, spawning, --systemd-activation
         self.spawner = Spawner(self.loop)
@@ -109,6 +113,11 @@ class Daemon:
         self.config = config
         self.policy = policy
         self._uid_cache = {}
+        try:
+            self.server.auth_settings = auth_settings(config)
+        except ConfigError as e:
+            log.error("keeping the old authentication mechanisms: %s", e)
+        self.server.allow_anonymous = config.allow_anonymous
         self.settings.policy = PolicyEnforcer(policy)
         for peer in self.bus.connections:
             self.settings.policy.attach(peer)
@@ -132,7 +141,8 @@ class Daemon:
         for address in addresses:
             for listener in listen(address):
                 self.server.add_listener(listener)
-        address = ";".join(lst.address(self.guid) for lst in self.server.listeners)
+        address = ";".join(lst.address(self.guid) for lst in self.server.listeners
+                           if not getattr(lst, "hidden", False))
         self.settings.activation.address = address  # DBUS_STARTER_ADDRESS
         return address
 
@@ -143,10 +153,17 @@ class Daemon:
         want_fork = self.opts.fork if self.opts.fork is not None else self.config.fork
         if want_fork:
             self._fork()
-        self._write_pidfile()
-        self._announce(address)
+        # Whoever reads the address may send SIGTERM at once, and that must be
+        # a clean shutdown too; but the loop's handlers only work once it runs.
+        # So hold those signals until then: a pending one is delivered the
+        # moment they are unblocked, through the loop.
+        held = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+        signal.pthread_sigmask(signal.SIG_BLOCK, held)
         self.stop_event = asyncio.Event()
         install_signal_handlers(self.loop, self.stop_event.set, self._sighup)
+        self.loop.call_soon(signal.pthread_sigmask, signal.SIG_UNBLOCK, held)
+        self._write_pidfile()
+        self._announce(address)
         _notify_systemd("READY=1")
         try:
             self.loop.run_until_complete(self.stop_event.wait())
@@ -200,6 +217,16 @@ class Daemon:
         self.loop.call_soon(lambda: (os.write(w, b"x"), os.close(w)))
 
 
+def auth_settings(config) -> AuthSettings:
+    """<auth> restricts the mechanisms; naming one sandbus lacks is an
+    error at startup, as in dbus-daemon."""
+    for mech in config.auth:
+        if mech not in SUPPORTED_MECHANISMS:
+            raise ConfigError(f'Unsupported auth mechanism "{mech}" in bus config file detected. '
+                              f'Supported mechanisms are "{", ".join(SUPPORTED_MECHANISMS)}".')
+    return AuthSettings(config.auth or SUPPORTED_MECHANISMS, os.getuid())
+
+
 def _raise_fd_limit() -> None:
     """Every connection is a descriptor: take what the hard limit allows
     (dbus-daemon asks for 65536 the same way)."""
@@ -242,8 +269,108 @@ def run(opts: DaemonOptions) -> int:
     except ConfigError as e:
         print(f"sandbus-daemon: Failed to start message bus: {e}", file=sys.stderr)
         return 1
+    configure_logging(opts, daemon.config)
     try:
         return daemon.run()
     except (OSError, ConfigError, ValueError) as e:
         print(f"sandbus-daemon: Failed to start message bus: {e}", file=sys.stderr)
         return 1
+
+
+# -- logging: stderr and/or the system log (journal or syslog), stdlib only ----
+
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+SYSLOG_SOCKET = "/dev/log"
+_PRIORITY = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4),
+             (logging.INFO, 6), (logging.DEBUG, 7))
+
+
+def _priority(levelno: int) -> int:
+    for level, prio in _PRIORITY:
+        if levelno >= level:
+            return prio
+    return 7
+
+
+class SystemLogHandler(logging.Handler):
+    """The journal's native protocol when its socket exists, else syslog on
+    /dev/log (RFC 3164 style, facility daemon), else nothing (``available``
+    is false and the caller keeps stderr)."""
+
+    def __init__(self, ident: str = "sandbus-daemon", journal: str = JOURNAL_SOCKET,
+                 syslog: str = SYSLOG_SOCKET):
+        super().__init__()
+        self.ident = ident
+        self.kind = self.path = None
+        if os.path.exists(journal):
+            self.kind, self.path = "journal", journal
+        elif os.path.exists(syslog):
+            self.kind, self.path = "syslog", syslog
+        self.sock = None
+        if self.kind:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+
+    @property
+    def available(self) -> bool:
+        return self.sock is not None
+
+    def emit(self, record) -> None:
+        if self.sock is None:
+            return
+        try:
+            text = self.format(record)
+            prio = _priority(record.levelno)
+            if self.kind == "journal":
+                data = journal_datagram({"MESSAGE": text, "PRIORITY": str(prio),
+                                         "SYSLOG_IDENTIFIER": self.ident,
+                                         "SYSLOG_PID": str(os.getpid())})
+            else:
+                data = f"<{3 * 8 + prio}>{self.ident}[{os.getpid()}]: {text}".encode(
+                    "utf-8", "replace")
+            self.sock.sendto(data, self.path)
+        except OSError:
+            pass  # a full or absent log must never take the bus down
+        except Exception:
+            self.handleError(record)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        super().close()
+
+
+def journal_datagram(fields: dict) -> bytes:
+    """systemd's native journal protocol: KEY=value lines, or for values
+    with a newline KEY, newline, 64-bit LE length, value, newline."""
+    import struct
+    out = bytearray()
+    for key, value in fields.items():
+        raw = value.encode("utf-8", "replace")
+        if b"\n" in raw:
+            out += key.encode() + b"\n" + struct.pack("<Q", len(raw)) + raw + b"\n"
+        else:
+            out += key.encode() + b"=" + raw + b"\n"
+    return bytes(out)
+
+
+def configure_logging(opts: DaemonOptions, config, root=None) -> None:
+    """--syslog / --syslog-only / --nosyslog, else <syslog/>: add the system
+    log; --syslog-only drops stderr unless no system log exists."""
+    root = root or logging.getLogger()
+    want = opts.syslog if opts.syslog is not None else (config.syslog or opts.syslog_only)
+    if opts.syslog_only:
+        want = True
+    if not want:
+        return
+    handler = SystemLogHandler()
+    if not handler.available:
+        handler.close()
+        return  # stderr it is
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root.addHandler(handler)
+    if opts.syslog_only:
+        for h in list(root.handlers):
+            if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) in (
+                    sys.stderr, sys.__stderr__):
+                root.removeHandler(h)

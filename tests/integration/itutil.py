@@ -33,7 +33,6 @@ from jeepney import (
     new_error,
     new_method_call,
     new_method_return,
-    new_signal,
 )
 from jeepney.bus import get_bus
 from jeepney.io.common import MessageFilters

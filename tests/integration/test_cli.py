@@ -247,3 +247,17 @@ def test_session_runner_with_python_client(runner):
     import sys
     cp = run(runner + [sys.executable, "-c", code], env=_clean_env())
     assert "UNIQUE :1." in cp.stdout
+
+
+@pytest.mark.skipif(not IS_SANDBUS, reason="dbus-daemon prints its address before it handles SIGTERM")
+def test_sigterm_right_after_the_address_is_a_clean_shutdown(tmp_path):
+    """A harness may stop the bus the moment it has read the address."""
+    for i in range(10):
+        sock = tmp_path / f"bus{i}"
+        p = subprocess.Popen([*daemon_argv(), "--session", "--nofork", f"--address=unix:path={sock}",
+                              "--print-address=1"], stdout=subprocess.PIPE)
+        assert p.stdout.readline().startswith(b"unix:path=")
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=10) == 0
+        assert not sock.exists()
+        p.stdout.close()

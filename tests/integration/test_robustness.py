@@ -11,9 +11,7 @@ from jeepney.low_level import Header, HeaderFields, Message, MessageType, Endian
 from containers_util import add_server, allow, cbus, cbus_factory  # noqa: F401  (fixtures)
 from itutil import (
     IS_DBUS_DAEMON,
-    TIMEOUT,
     Client,
-    DBusErrorReply,
     assert_bus_alive,
     hello_bytes,
     raw_auth,

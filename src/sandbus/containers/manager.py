@@ -12,7 +12,7 @@ from ..core.driver import IFACE_CONTAINERS, Reply, credentials_dict, method
 from ..core.errors import DBusError
 from ..wire.marshal import Variant, marshal
 from ..wire.message import FIELD_CONTAINER_INSTANCE, FIELD_SENDER, string_field
-from ..wire.names import is_valid_interface, is_valid_object_path
+from ..wire.names import is_valid_interface
 from .instance import ContainerInstance
 from .learn import Learner, flatpak_args, learned_rules
 

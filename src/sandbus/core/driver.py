@@ -6,7 +6,7 @@ import logging
 from ..wire.marshal import MarshalError, Variant
 from ..wire.message import METHOD_CALL, METHOD_RETURN, NO_AUTO_START, NO_REPLY_EXPECTED, build_message
 from ..wire.names import is_valid_bus_name
-from . import errors, names
+from . import errors
 from .errors import DBusError
 from .introspect import driver_introspection
 from .match import MatchRule

@@ -8,7 +8,7 @@ import socket
 from collections import deque
 
 from ..wire.message import ProtocolError, message_length
-from ..wire.sasl import SaslServer
+from .listener import make_sasl
 from .credentials import peer_credentials, peer_pidfd
 
 log = logging.getLogger("sandbus.io")
@@ -33,10 +33,7 @@ class Connection:
         self.fd = sock.fileno()
         self.listener = listener
         self.creds = peer_credentials(sock)
-        allowed = listener.allowed_uid
-        uid_allowed = server.uid_allowed if allowed is None else (lambda uid: uid == allowed)
-        self.sasl = SaslServer(server.guid, self.creds.uid, allow_unix_fds=True,
-                               allow_anonymous=server.allow_anonymous, uid_allowed=uid_allowed)
+        self.sasl = make_sasl(server, self, listener)  # per listener: mechanisms, fds
         self.peer = None
         self.rbuf = bytearray()
         # A large message being read straight into its own buffer (no copies

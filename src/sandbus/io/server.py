@@ -4,9 +4,7 @@ to Connection objects, batch their writes, and shut down cleanly."""
 import asyncio
 import errno
 import logging
-import os
 import signal
-import socket
 
 from .connection import Connection
 

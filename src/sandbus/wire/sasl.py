@@ -6,16 +6,31 @@ belong to the message stream, since clients pipeline Hello behind BEGIN).
 """
 
 import binascii
+import secrets
+
+from .cookie_sha1 import CookieError, check_response, format_challenge
 
 MAX_LINE = 16384
 MAX_REJECTIONS = 6  # dbus-daemon disconnects on the sixth failure
 
-_WAIT_NUL, _WAIT_AUTH, _WAIT_DATA, _WAIT_BEGIN, _DONE, _FAILED = range(6)
+_WAIT_NUL, _WAIT_AUTH, _WAIT_DATA, _WAIT_BEGIN, _DONE, _FAILED, _WAIT_COOKIE = range(7)
+
+# Every mechanism sandbus implements, in the order dbus-daemon lists them.
+SUPPORTED_MECHANISMS = ("EXTERNAL", "DBUS_COOKIE_SHA1", "ANONYMOUS")
 
 
 class SaslServer:
     def __init__(self, guid: str, peer_uid, *, allow_unix_fds: bool = True,
-                 allow_anonymous: bool = False, uid_allowed=None):
+                 allow_anonymous: bool = False, uid_allowed=None,
+                 mechanisms=None, cookie_keyring=None, bus_uid=None, user_lookup=None,
+                 on_done=None):
+        """``mechanisms``: those offered, as dbus-daemon's <auth> list (None:
+        the historic default, EXTERNAL plus ANONYMOUS if allowed). ANONYMOUS
+        offered while ``allow_anonymous`` is false succeeds at the SASL level
+        and fails at BEGIN, as in dbus-daemon. ``cookie_keyring`` provides
+        ``best_cookie() -> (context, id, cookie_hex)`` (may raise CookieError);
+        ``user_lookup(name) -> uid | None`` resolves the DBUS_COOKIE_SHA1
+        identity, which must be ``bus_uid``. ``on_done(self)`` runs at BEGIN."""
         self.guid = guid
         self.peer_uid = peer_uid
         self.allow_unix_fds = allow_unix_fds
@@ -29,6 +44,16 @@ class SaslServer:
         self.anonymous = False
         self.failure = None  # why the connection must be closed
         self.leftover = b""
+        if mechanisms is None:
+            mechanisms = ("EXTERNAL", "ANONYMOUS") if allow_anonymous else ("EXTERNAL",)
+        self.mechanisms = tuple(m for m in SUPPORTED_MECHANISMS if m in mechanisms)
+        self.cookie_keyring = cookie_keyring
+        self.bus_uid = bus_uid
+        self.user_lookup = user_lookup
+        self.on_done = on_done
+        self.mechanism = None  # the one that succeeded
+        self._cookie = None  # (server challenge, cookie hex) during DBUS_COOKIE_SHA1
+        self._cookie_uid = None
 
     @property
     def done(self) -> bool:
@@ -39,7 +64,15 @@ class SaslServer:
         return self.state == _FAILED
 
     def _mechanisms(self) -> str:
-        return "EXTERNAL ANONYMOUS" if self.allow_anonymous else "EXTERNAL"
+        return " ".join(self.mechanisms)
+
+    def _ok(self, mechanism: str, uid) -> bytes:
+        self.mechanism = mechanism
+        self.uid = uid
+        self.anonymous = mechanism == "ANONYMOUS"
+        self._cookie = None
+        self.state = _WAIT_BEGIN
+        return f"OK {self.guid}\r\n".encode()
 
     def feed(self, data: bytes) -> bytes:
         """Consume client bytes; return the reply bytes to send."""
@@ -69,6 +102,8 @@ class SaslServer:
         if self.state == _DONE:
             self.leftover = bytes(self.buffer)
             self.buffer.clear()
+            if self.on_done is not None:
+                self.on_done(self)
         return b"".join(out)
 
     def _fail(self, why: str) -> bytes:
@@ -83,6 +118,7 @@ class SaslServer:
             self._fail("too many failed authentication attempts")
             return f"REJECTED {self._mechanisms()}\r\n".encode()
         self.state = _WAIT_AUTH
+        self._cookie = None
         return f"REJECTED {self._mechanisms()}\r\n".encode()
 
     def _line(self, line: bytes) -> bytes:
@@ -97,17 +133,24 @@ class SaslServer:
                 return b'ERROR "Already authenticated"\r\n'
             mech, _, initial = arg.partition(" ")
             has_initial = " " in arg
+            if mech not in self.mechanisms:
+                return self._reject()
             if mech == "EXTERNAL":
                 if not has_initial:
                     self.state = _WAIT_DATA
                     return b"DATA\r\n"
                 return self._external(initial)
-            if mech == "ANONYMOUS" and self.allow_anonymous:
-                self.anonymous = True
-                self.state = _WAIT_BEGIN
-                return f"OK {self.guid}\r\n".encode()
+            if mech == "ANONYMOUS":
+                # The optional trace is hex, and otherwise ignored.
+                if _unhex(initial) is None:
+                    return b'ERROR "Invalid hex encoding"\r\n'
+                return self._ok("ANONYMOUS", None)
+            if mech == "DBUS_COOKIE_SHA1":
+                return self._cookie_start(initial)
             return self._reject()
         if command == "DATA":
+            if state == _WAIT_COOKIE:
+                return self._cookie_finish(arg)
             if state != _WAIT_DATA:
                 return b'ERROR "Not currently in an auth conversation"\r\n'
             return self._external(arg)
@@ -122,17 +165,22 @@ class SaslServer:
             if state != _WAIT_BEGIN:
                 self._fail("BEGIN before successful authentication")
                 return b""
+            if self.anonymous and not self.allow_anonymous:
+                # dbus-daemon: OK at the SASL level, then the bus drops it.
+                self._fail("anonymous connections are not allowed (<allow_anonymous/>)")
+                return b""
             self.state = _DONE
             return b""
         if command == "NEGOTIATE_UNIX_FD":
             if state != _WAIT_BEGIN:
                 return b'ERROR "Need to authenticate first"\r\n'
             if not self.allow_unix_fds:
-                return b'ERROR "Unix fd passing is not supported on this transport"\r\n'
+                return (b'ERROR "Unix FD passing not supported, not authenticated '
+                        b'or otherwise not possible"\r\n')
             self.unix_fds = True
             return b"AGREE_UNIX_FD\r\n"
         if command == "ERROR":
-            if state in (_WAIT_AUTH, _WAIT_DATA):
+            if state in (_WAIT_AUTH, _WAIT_DATA, _WAIT_COOKIE):
                 return self._reject()
             return b'ERROR "ERROR not expected now"\r\n'
         return b'ERROR "Unknown command"\r\n'
@@ -150,6 +198,50 @@ class SaslServer:
                 return self._reject()
         if not self.uid_allowed(self.peer_uid):
             return self._reject()
-        self.uid = self.peer_uid
-        self.state = _WAIT_BEGIN
-        return f"OK {self.guid}\r\n".encode()
+        return self._ok("EXTERNAL", self.peer_uid)
+
+    # -- DBUS_COOKIE_SHA1 (D-Bus specification, "DBUS_COOKIE_SHA1") -----------
+
+    def _cookie_start(self, hex_user: str) -> bytes:
+        if not hex_user:
+            return self._reject()  # dbus-daemon wants the identity up front
+        raw = _unhex(hex_user)
+        if raw is None:
+            return b'ERROR "Invalid hex encoding"\r\n'
+        try:
+            name = raw.decode("ascii")
+        except UnicodeDecodeError:
+            return self._reject()
+        uid = self.user_lookup(name) if self.user_lookup is not None else None
+        # A cookie proves only that the client can read this user's keyring,
+        # and the bus can read only its own user's.
+        if uid is None or uid != self.bus_uid or self.cookie_keyring is None:
+            return self._reject()
+        try:
+            context, cookie_id, cookie = self.cookie_keyring.best_cookie()
+        except CookieError:
+            return self._reject()
+        challenge = secrets.token_hex(16)
+        self._cookie = (challenge, cookie)
+        self._cookie_uid = uid
+        self.state = _WAIT_COOKIE
+        data = format_challenge(context, cookie_id, challenge)
+        return b"DATA " + binascii.hexlify(data) + b"\r\n"
+
+    def _cookie_finish(self, hex_response: str) -> bytes:
+        raw = _unhex(hex_response)
+        if raw is None:
+            return b'ERROR "Invalid hex encoding"\r\n'
+        challenge, cookie = self._cookie
+        if not check_response(challenge, cookie, raw):
+            return self._reject()
+        if not self.uid_allowed(self._cookie_uid):
+            return self._reject()
+        return self._ok("DBUS_COOKIE_SHA1", self._cookie_uid)
+
+
+def _unhex(text: str):
+    try:
+        return binascii.unhexlify(text)
+    except (binascii.Error, ValueError):
+        return None

@@ -11,6 +11,7 @@ from jeepney.low_level import Header, HeaderFields, Message, MessageType, Endian
 from containers_util import add_server, allow, cbus, cbus_factory  # noqa: F401  (fixtures)
 from itutil import (
     IS_DBUS_DAEMON,
+    TIMEOUT,
     Client,
     assert_bus_alive,
     hello_bytes,
@@ -118,3 +119,51 @@ def _add_match_bytes(rule: str) -> bytes:
 def _signal(payload: str) -> Message:
     from jeepney import new_signal, DBusAddress
     return new_signal(DBusAddress("/flood", interface="com.example.Flood"), "Tick", "s", (payload,))
+
+
+def _send_with_fds(s, data: bytes, count: int) -> None:
+    import array
+    import os
+    import socket
+    r, w = os.pipe()
+    try:
+        s.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [r] * count))])
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def _fd_client(bus):
+    s = raw_connect(bus)
+    raw_auth(s, unix_fd=True)
+    s.sendall(hello_bytes())
+    return s
+
+
+@pytest.mark.skipif(IS_DBUS_DAEMON, reason="dbus-daemon stops reading such a client instead; "
+                    "sandbus disconnects it, since fds come with their message's first bytes")
+def test_unclaimed_fds_beyond_one_message_disconnect(bus_factory):
+    """Fds with no message to carry them are not hoarded by the bus."""
+    bus = bus_factory('<limit name="max_message_unix_fds">4</limit>')
+    s = _fd_client(bus)
+    time.sleep(0.2)
+    try:
+        for _ in range(3):  # a byte of a message that never completes, 4 fds each time
+            _send_with_fds(s, b"l", 4)
+            time.sleep(0.05)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # already disconnected: what we want
+    read_until_closed(s)
+    s.close()
+    assert_bus_alive(bus)
+
+
+def test_fds_left_waiting_time_out(bus_factory):
+    bus = bus_factory('<limit name="pending_fd_timeout">300</limit>')
+    s = _fd_client(bus)
+    _send_with_fds(s, b"l", 1)  # the message's first byte, then silence
+    t0 = time.monotonic()
+    read_until_closed(s, timeout=TIMEOUT)
+    assert time.monotonic() - t0 < 5
+    s.close()
+    assert_bus_alive(bus)

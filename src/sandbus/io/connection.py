@@ -24,7 +24,7 @@ class Connection:
     __slots__ = (
         "server", "sock", "fd", "listener", "sasl", "peer", "creds", "rbuf", "wqueue",
         "queued_bytes", "closed", "auth_timer", "reading", "writing", "dirty",
-        "big", "big_fill", "queued_fds",
+        "big", "big_fill", "queued_fds", "fd_timer",
     )
 
     def __init__(self, server, sock: socket.socket, listener):
@@ -41,6 +41,7 @@ class Connection:
         self.big = None
         self.big_fill = 0
         self.queued_fds = 0
+        self.fd_timer = None
         self.wqueue = deque()  # [memoryview/bytes, fds]
         self.queued_bytes = 0
         self.closed = False
@@ -69,7 +70,7 @@ class Connection:
         try:
             for _ in range(8):  # bounded, so one busy peer cannot starve others
                 if self.big is not None:
-                    if not self._read_big():
+                    if not self._read_big() or self.peer.incoming_fds and not self._check_pending_fds():
                         return
                     if self.big is not None:
                         break  # the kernel had no more for now
@@ -92,6 +93,9 @@ class Connection:
                     self._frames(data)
                 if self.closed:
                     return
+                if self.fd_timer is not None or self.peer is not None and self.peer.incoming_fds:
+                    if not self._check_pending_fds():
+                        return
                 if self.queued_bytes > server.max_outgoing:
                     # It does not read what we send: stop reading from it until it does.
                     self._stop_reading()
@@ -132,6 +136,29 @@ class Connection:
         elif n < want:
             return True
         return not self.closed
+
+    def _check_pending_fds(self) -> bool:
+        """Fds arrive with the first bytes of their message, so once what was
+        read is routed, only the message still arriving may have fds waiting:
+        more than one message may carry is abuse, and they may not wait
+        longer than pending_fd_timeout.  False if the peer was disconnected."""
+        pending = self.peer.incoming_fds
+        server = self.server
+        if len(pending) > server.max_pending_fds:
+            server.bus.kick(self.peer, "too many unix fds waiting for their message "
+                            "(max_incoming_unix_fds / max_message_unix_fds)")
+            return False
+        if pending and self.fd_timer is None:
+            self.fd_timer = server.loop.call_later(server.pending_fd_timeout, self._fds_timed_out)
+        elif not pending and self.fd_timer is not None:
+            self.fd_timer.cancel()
+            self.fd_timer = None
+        return True
+
+    def _fds_timed_out(self) -> None:
+        self.fd_timer = None
+        if self.peer is not None and self.peer.incoming_fds and not self.closed:
+            self.server.bus.kick(self.peer, "unix fds were left waiting longer than pending_fd_timeout")
 
     def _take_fds(self, anc) -> None:
         fds = []
@@ -319,6 +346,8 @@ class Connection:
             self.writing = False
         if self.auth_timer is not None:
             self.auth_timer.cancel()
+        if self.fd_timer is not None:
+            self.fd_timer.cancel()
         # Best effort: what was already queued (e.g. an error reply) goes out first.
         try:
             for data, fds in self.wqueue:

@@ -40,6 +40,8 @@ class Server:
         limits = self.bus.limits
         self.max_outgoing = limits.max_outgoing_bytes
         self.max_outgoing_fds = limits.max_outgoing_unix_fds
+        self.max_pending_fds = min(limits.max_incoming_unix_fds, limits.max_message_unix_fds)
+        self.pending_fd_timeout = limits.pending_fd_timeout / 1000.0
         self.max_message_size = min(limits.max_message_size, 128 * 1024 * 1024)
 
     # -- listeners -------------------------------------------------------------

@@ -167,3 +167,41 @@ def test_fds_left_waiting_time_out(bus_factory):
     assert time.monotonic() - t0 < 5
     s.close()
     assert_bus_alive(bus)
+
+
+@pytest.mark.skipif(IS_DBUS_DAEMON, reason="dbus-daemon 1.14 disconnects a client whose first fds "
+                    "arrive in the same read as BEGIN; the protocol allows pipelining")
+def test_fds_pipelined_behind_begin_are_delivered(bus):
+    """BEGIN, Hello and a call carrying an fd in one write: the fd arrives
+    before the bus has a connection to give it to, and must not be lost."""
+    import os
+    import socket
+    import array
+    from itutil import Service, raw_message
+
+    def read_fd(msg):
+        fd = msg.body[0]
+        with fd.to_file("rb") as f:
+            return "s", (f.read().decode(),)
+
+    with Service(bus.address, "com.example.FdReader", {"Read": read_fd}, enable_fds=True):
+        s = raw_connect(bus)
+        s.sendall(b"\0AUTH EXTERNAL " + str(os.getuid()).encode().hex().encode() + b"\r\n")
+        assert s.recv(4096).startswith(b"OK ")
+        s.sendall(b"NEGOTIATE_UNIX_FD\r\n")
+        assert s.recv(4096).startswith(b"AGREE_UNIX_FD")
+        call = raw_message(1, fields=[(1, "o", "/Test"), (2, "s", "com.example.Test"), (3, "s", "Read"),
+                                      (6, "s", "com.example.FdReader"), (8, "g", "h"), (9, "u", 1)],
+                           body=struct.pack("<I", 0), serial=2)
+        r, w = os.pipe()
+        os.write(w, b"through the bus")
+        os.close(w)
+        try:
+            s.sendmsg([b"BEGIN\r\n" + hello_bytes() + call],
+                      [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [r]))])
+        finally:
+            os.close(r)
+        from test_bad_input import recv_messages
+        replies = [m for m in recv_messages(s, 3) if m.header.fields.get(5) == 2]  # reply to serial 2
+        assert replies and replies[0].body == ("through the bus",), replies
+        s.close()

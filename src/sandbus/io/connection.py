@@ -24,7 +24,7 @@ class Connection:
     __slots__ = (
         "server", "sock", "fd", "listener", "sasl", "peer", "creds", "rbuf", "wqueue",
         "queued_bytes", "closed", "auth_timer", "reading", "writing", "dirty",
-        "big", "big_fill", "queued_fds", "fd_timer",
+        "big", "big_fill", "queued_fds", "fd_timer", "early_fds",
     )
 
     def __init__(self, server, sock: socket.socket, listener):
@@ -42,6 +42,7 @@ class Connection:
         self.big_fill = 0
         self.queued_fds = 0
         self.fd_timer = None
+        self.early_fds = []
         self.wqueue = deque()  # [memoryview/bytes, fds]
         self.queued_bytes = 0
         self.closed = False
@@ -167,6 +168,11 @@ class Connection:
                 a = array.array("i")
                 a.frombytes(payload[: len(payload) // 4 * 4])
                 fds.extend(a)
+        if self.peer is None and self.sasl is not None:
+            # They may belong to a message pipelined behind BEGIN in this
+            # same read; _authenticate hands them over or refuses them.
+            self.early_fds.extend(fds)
+            return
         if self.peer is None or not self.peer.unix_fds:
             for fd in fds:
                 os.close(fd)
@@ -183,11 +189,22 @@ class Connection:
         if sasl.failed:
             self.close(f"authentication failed: {sasl.failure}")
             return
+        if self.early_fds and not sasl.done:
+            self.close("sent unix fds during authentication")
+            return
         if sasl.done:
             self.sasl = None  # its state is no longer needed: keep idle connections small
             self.peer = self.server.authenticated(self, sasl.unix_fds)
             if self.peer is None:
                 return
+            early, self.early_fds = self.early_fds, []
+            if early:
+                if not sasl.unix_fds:
+                    for fd in early:
+                        os.close(fd)
+                    self.server.bus.kick(self.peer, "sent unix fds without negotiating them")
+                    return
+                self.peer.incoming_fds.extend(early)
             if sasl.leftover:
                 self._frames(sasl.leftover)
 
@@ -359,6 +376,9 @@ class Connection:
         for _, fds in self.wqueue:
             for fd in fds:
                 os.close(fd)
+        for fd in self.early_fds:
+            os.close(fd)
+        self.early_fds = []
         self.wqueue.clear()
         self.queued_bytes = 0
         try:

@@ -161,6 +161,8 @@ def test_unclaimed_fds_beyond_one_message_disconnect(bus_factory):
 def test_fds_left_waiting_time_out(bus_factory):
     bus = bus_factory('<limit name="pending_fd_timeout">300</limit>')
     s = _fd_client(bus)
+    from test_bad_input import recv_messages
+    recv_messages(s, 2)  # Hello's reply and NameAcquired: registered
     _send_with_fds(s, b"l", 1)  # the message's first byte, then silence
     t0 = time.monotonic()
     read_until_closed(s, timeout=TIMEOUT)

@@ -42,3 +42,9 @@ def test_bench_quick_produces_numbers(tmp_path):
         assert base["ratio"]["ops_per_s"] == pytest.approx(1.0)
     assert doc["results"]["sequential"]["dbus-daemon"]["median"]["p99_us"] > 0
     assert "== sequential" in proc.stdout
+
+
+def test_core_cost_runs():
+    """bench.core_cost drives the sans-I/O core in-process; keep it working."""
+    from bench import core_cost
+    assert core_cost.main(200) > 0

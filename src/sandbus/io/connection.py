@@ -107,6 +107,17 @@ class Connection:
             server.dispatching = False
             server.flush_dirty()
 
+    def _deliver(self, frame) -> bool:
+        """Hand one message to the bus; False if handling it failed."""
+        peer = self.peer
+        try:
+            self.server.bus.receive(peer, frame)
+        except Exception:  # a bug must cost only this sender its connection
+            log.exception("internal error handling a message from %s", peer.unique_name)
+            self.server.bus.kick(peer, "internal error while handling its message")
+            return False
+        return True
+
     def _read_big(self) -> bool:
         """Read more of a large message into its buffer; False if closed."""
         big = self.big
@@ -128,8 +139,7 @@ class Connection:
             self.big = None
             self.big_fill = 0
             peer = self.peer
-            self.server.bus.receive(peer, big)
-            if self.closed or peer.closed:
+            if not self._deliver(big) or self.closed or peer.closed:
                 return False
             if self.queued_bytes > self.server.max_outgoing:
                 self._stop_reading()
@@ -240,11 +250,7 @@ class Connection:
                     frame = buf
                 else:
                     frame = buf[off:off + n]
-                try:
-                    bus.receive(peer, frame)
-                except Exception:  # a bug must cost only this sender its connection
-                    log.exception("internal error handling a message from %s", peer.unique_name)
-                    bus.kick(peer, "internal error while handling its message")
+                if not self._deliver(frame):
                     return
                 off += n
                 if peer.closed:

@@ -28,6 +28,7 @@ log = logging.getLogger("sandbus.bus")
 DRIVER_NAME = "org.freedesktop.DBus"
 DRIVER_PATH = "/org/freedesktop/DBus"
 DRIVER_INTERFACE = "org.freedesktop.DBus"
+PEER_INTERFACE = "org.freedesktop.DBus.Peer"
 HIDDEN_NAME_ERRORS = (errors.SERVICE_UNKNOWN, errors.NAME_HAS_NO_OWNER)
 
 
@@ -183,6 +184,12 @@ class Bus:
         if dest is None:
             if msg.type in (METHOD_RETURN, ERROR):
                 return  # a reply must name its recipient; nothing can match it
+            if msg.type == METHOD_CALL and msg.interface == PEER_INTERFACE:
+                # Peer methods with no destination are for the bus itself, as
+                # with dbus-daemon (xdg-dbus-proxy relies on it to keep serials
+                # in step when it answers a call on the bus's behalf).
+                self.driver.handle(sender, msg)
+                return
             self.broadcast(sender, msg)
             return
         if dest == DRIVER_NAME:

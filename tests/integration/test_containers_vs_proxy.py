@@ -1,0 +1,339 @@
+"""Containers1 versus xdg-dbus-proxy: the Flatpak-style policy
+
+    --talk org.freedesktop.Notifications --own org.example.App.*
+
+confines a client in a sandbus container instance (``sandbus container add``)
+the way ``xdg-dbus-proxy ADDRESS SOCKET --filter --talk=... --own=...``
+confines the same client in front of the same sandbus bus.
+
+Every operation below runs twice on one bus: through the proxy (the client
+connects to the proxy socket) and through the container instance. The
+outcomes -- ("ok", value) or ("error", error name), or a bool for signal
+delivery -- must be equal, except for the entries of EXPECTED_DIFFERENCES,
+which are known xdg-dbus-proxy behaviours; for those the proxy's outcome is
+recorded and sandbus's outcome is asserted exactly."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from containers_util import SKIP_REFERENCE, ContainerBus
+from itutil import (
+    BUS_IFACE,
+    BUS_NAME,
+    BUS_PATH,
+    DO_NOT_QUEUE,
+    Background,
+    Client,
+    Service,
+    echo_service,
+    is_signal,
+    wait_until,
+)
+from jeepney import DBusAddress, HeaderFields, MessageType, new_method_call, new_signal
+
+PROXY = shutil.which("xdg-dbus-proxy")
+
+pytestmark = [
+    SKIP_REFERENCE,
+    pytest.mark.skipif(PROXY is None, reason="xdg-dbus-proxy is not installed"),
+]
+
+NOTIF = "org.freedesktop.Notifications"
+NOTIF_PATH = "/org/freedesktop/Notifications"
+OTHER = "org.example.Other"
+MISSING = "org.example.Missing"
+APP_TOOL = "org.example.App.Tool"
+NOPE = "org.example.Nope"
+PEER = "org.freedesktop.DBus.Peer"
+
+SERVICE_UNKNOWN = "org.freedesktop.DBus.Error.ServiceUnknown"
+NAME_HAS_NO_OWNER = "org.freedesktop.DBus.Error.NameHasNoOwner"
+ACCESS_DENIED = "org.freedesktop.DBus.Error.AccessDenied"
+
+POLICY = ["--talk", NOTIF, "--own", "org.example.App.*"]
+PROXY_POLICY = ["--filter", f"--talk={NOTIF}", "--own=org.example.App.*"]
+
+SERVER_INFO = ("fake-notifications", "example", "1.0", "1.2")
+
+
+# -- the world: one bus, two services, a proxy and a container instance -------------------------
+
+
+class World:
+    def __init__(self):
+        self.bus = ContainerBus()
+        self.procs = []
+        self.services = []
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self):
+        bus = self.bus
+
+        def emitter(iface, path):
+            def emit(msg):
+                svc = self._by_iface[iface]
+                conn = svc.client.conn
+                conn.send(new_signal(DBusAddress(path, interface=iface), "Broadcast", "s", ("hello",)),
+                          serial=next(conn.outgoing_serial))
+                return "", ()
+            return emit
+
+        self._by_iface = {}
+        notif = Service(bus.address, NOTIF, {
+            "Notify": lambda m: ("u", (7,)),
+            "GetServerInformation": lambda m: ("ssss", SERVER_INFO),
+            "Emit": emitter(NOTIF, NOTIF_PATH),
+        })
+        self.services.append(notif)
+        self._by_iface[NOTIF] = notif
+        other = echo_service(bus.address, OTHER)
+        other.handlers["Emit"] = emitter("com.example.Test", "/Test")
+        self.services.append(other)
+        self._by_iface["com.example.Test"] = other
+        self.notif_owner = notif.unique_name
+        self.outside = Client(bus.address)
+
+        # xdg-dbus-proxy in front of the sandbus bus
+        self.tmp = Path(tempfile.mkdtemp(prefix="sbproxy-"))
+        self.proxy_socket = self.tmp / "proxy.sock"
+        self.proxy = subprocess.Popen(
+            [PROXY, bus.address, str(self.proxy_socket), *PROXY_POLICY],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            start_new_session=True)
+        self.procs.append(self.proxy)
+        wait_until(self._proxy_listening, what="xdg-dbus-proxy listening", interval=0.02)
+        self.proxy_address = f"unix:path={self.proxy_socket}"
+        self.peer_ping_answered = destinationless_ping_answered(bus.address)
+
+        # a sandbus container instance with the same policy
+        argv = [sys.executable, "-m", "sandbus.cli", "container", "add", "--type", "org.flatpak",
+                "--name", "org.example.App", *POLICY]
+        self.container = Background(argv, bus.daemon, env=bus.env())
+        lines = self.container.wait_for(lambda t: "guid=" in t, what="path and address").splitlines()
+        self.container_path, self.container_address = lines[0], lines[1]
+
+    def _proxy_listening(self):
+        if self.proxy.poll() is not None:
+            raise AssertionError(f"xdg-dbus-proxy exited {self.proxy.returncode}: "
+                                 f"{self.proxy.stderr.read().decode(errors='replace')}")
+        if not self.proxy_socket.exists():
+            return False
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(str(self.proxy_socket))
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
+
+    def address(self, mode):
+        return self.proxy_address if mode == "proxy" else self.container_address
+
+    def stop(self):
+        if getattr(self, "container", None) is not None:
+            self.container.stop()
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(timeout=5)
+            if p.stderr:
+                p.stderr.close()
+        for s in self.services:
+            s.stop()
+        if getattr(self, "outside", None) is not None:
+            self.outside.close()
+        if getattr(self, "tmp", None) is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        self.bus.stop()
+
+
+@pytest.fixture(scope="module")
+def world():
+    w = World()
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+# -- operations ------------------------------------------------------------------------------------
+
+
+def _outcome(client, dest, path, iface, member, sig=None, body=()):
+    r = client.call_msg(new_method_call(DBusAddress(path, bus_name=dest, interface=iface), member, sig,
+                                        tuple(body)))
+    if r.header.message_type == MessageType.error:
+        return ("error", r.header.fields.get(HeaderFields.error_name))
+    return ("ok", tuple(r.body))
+
+
+def _driver(client, member, sig=None, *body):
+    return _outcome(client, BUS_NAME, BUS_PATH, BUS_IFACE, member, sig, body)
+
+
+def _sync(client):
+    # a round trip both confinements allow; the bus (and the proxy) keep order
+    assert _driver(client, "NameHasOwner", "s", NOTIF) == ("ok", (True,))
+
+
+def _request_and_release(world, client, name):
+    got = _driver(client, "RequestName", "su", name, DO_NOT_QUEUE)
+    if got == ("ok", (1,)):
+        assert _driver(client, "ReleaseName", "s", name) == ("ok", (1,))
+    return got
+
+
+def _signal(world, client, iface, dest, path):
+    client.add_match(f"type='signal',interface='{iface}',member='Broadcast'")
+    world.outside.call(dest, path, iface, "Emit")
+    if iface == NOTIF:
+        try:
+            client.wait_for(lambda m: is_signal(m, "Broadcast", interface=iface), timeout=3)
+            return True
+        except AssertionError:
+            return False
+    _sync(client)
+    return any(is_signal(m, "Broadcast", interface=iface) for m in client.inbox)
+
+
+def _well_known(names):
+    return sorted(n for n in names if not n.startswith(":"))
+
+
+def _list_names(world, client):
+    kind, body = _driver(client, "ListNames")
+    return (kind, _well_known(body[0]) if kind == "ok" else body)
+
+
+def _own_pid(world, client):
+    return _driver(client, "GetConnectionUnixProcessID", "s", client.unique_name)
+
+
+def _notif_owner(world, client):
+    kind, body = _driver(client, "GetNameOwner", "s", NOTIF)
+    # the value: is it the owner's real unique name?
+    return (kind, body[0] == world.notif_owner if kind == "ok" else body)
+
+
+OPERATIONS = {
+    "notify": lambda w, c: _outcome(c, NOTIF, NOTIF_PATH, NOTIF, "Notify", "susssasa{sv}i",
+                                    ("app", 0, "", "summary", "body", [], {}, 5000)),
+    "get-server-information": lambda w, c: _outcome(c, NOTIF, NOTIF_PATH, NOTIF, "GetServerInformation"),
+    "call-other": lambda w, c: _outcome(c, OTHER, "/Test", "com.example.Test", "Echo", "s", ("x",)),
+    "name-has-owner-notifications": lambda w, c: _driver(c, "NameHasOwner", "s", NOTIF),
+    "get-name-owner-notifications": _notif_owner,
+    "name-has-owner-other": lambda w, c: _driver(c, "NameHasOwner", "s", OTHER),
+    "get-name-owner-other": lambda w, c: _driver(c, "GetNameOwner", "s", OTHER),
+    "name-has-owner-missing": lambda w, c: _driver(c, "NameHasOwner", "s", MISSING),
+    "get-name-owner-missing": lambda w, c: _driver(c, "GetNameOwner", "s", MISSING),
+    "list-names": _list_names,
+    "request-name-app-tool": lambda w, c: _request_and_release(w, c, APP_TOOL),
+    "request-name-nope": lambda w, c: _request_and_release(w, c, NOPE),
+    "signal-notifications": lambda w, c: _signal(w, c, NOTIF, NOTIF, NOTIF_PATH),
+    "signal-other": lambda w, c: _signal(w, c, "com.example.Test", OTHER, "/Test"),
+    "start-service-hidden": lambda w, c: _driver(c, "StartServiceByName", "su", OTHER, 0),
+    "start-service-missing": lambda w, c: _driver(c, "StartServiceByName", "su", MISSING, 0),
+    "peer-ping-bus": lambda w, c: _outcome(c, BUS_NAME, BUS_PATH, PEER, "Ping"),
+    "own-unix-process-id": _own_pid,
+}
+
+# Known xdg-dbus-proxy behaviours where sandbus deliberately differs. For these the proxy's
+# outcome is still checked, and sandbus's outcome is asserted exactly:
+# operation -> (proxy outcome, sandbus outcome, reason); an outcome may be f(world) -> outcome.
+EXPECTED_DIFFERENCES = {
+    "own-unix-process-id": (
+        lambda w: ("ok", (w.proxy.pid,)),
+        lambda w: ("ok", (os.getpid(),)),
+        ("the bus only sees the proxy's own connection, so it reports the proxy's pid; "
+        "a container connection is the client's own")),
+    "request-name-nope": (
+        ("error", SERVICE_UNKNOWN),
+        ("error", ACCESS_DENIED),
+        ("the proxy handles RequestName of a name below SEE like a call to a hidden name "
+        "(ServiceUnknown); sandbus refuses ownership with dbus-daemon's AccessDenied")),
+    "peer-ping-bus": (
+        ("error", ACCESS_DENIED),
+        ("ok", ()),
+        ("the proxy passes only org.freedesktop.DBus-interface calls to the bus driver; "
+        "Peer.Ping of the bus is harmless and sandbus answers it")),
+}
+
+# xdg-dbus-proxy answers hidden names, denied calls and filtered lookups itself, and
+# to keep serials in step it first sends the bus a destination-less
+# org.freedesktop.DBus.Peer.Ping and waits for its reply: the bus must answer it.
+
+
+def _peer_call_without_destination(member):
+    m = new_method_call(DBusAddress("/", bus_name=BUS_NAME, interface=PEER), member)
+    del m.header.fields[HeaderFields.destination]
+    return m
+
+
+def destinationless_ping_answered(address, timeout=1.0) -> bool:
+    with Client(address) as c:
+        try:
+            r = c.call_msg(_peer_call_without_destination("Ping"), timeout=timeout)
+        except TimeoutError:
+            return False
+        return r.header.message_type == MessageType.method_return
+
+
+def _resolve(outcome, world):
+    return outcome(world) if callable(outcome) else outcome
+
+
+def _run(world, mode, op):
+    with Client(world.address(mode)) as client:
+        return OPERATIONS[op](world, client), client
+
+
+@pytest.mark.parametrize("op", sorted(OPERATIONS))
+def test_same_confinement_as_xdg_dbus_proxy(world, op):
+    assert world.peer_ping_answered, "the bus must answer a destination-less Peer.Ping"
+    proxy_outcome, _ = _run(world, "proxy", op)
+    sandbus_outcome, _ = _run(world, "sandbus", op)
+    assert world.proxy.poll() is None, "xdg-dbus-proxy died"
+    if op in EXPECTED_DIFFERENCES:
+        want_proxy, want_sandbus, reason = EXPECTED_DIFFERENCES[op]
+        assert proxy_outcome == _resolve(want_proxy, world), (reason, proxy_outcome)
+        assert sandbus_outcome == _resolve(want_sandbus, world), (reason, sandbus_outcome)
+    else:
+        assert sandbus_outcome == proxy_outcome, {"proxy": proxy_outcome, "sandbus": sandbus_outcome}
+
+
+def test_proxy_really_in_between(world):
+    """The proxied client's connection is the proxy's (its pid), and the proxy filters."""
+    with Client(world.proxy_address) as c:
+        assert _driver(c, "GetConnectionUnixProcessID", "s", c.unique_name) == ("ok", (world.proxy.pid,))
+        assert _list_names(world, c) == ("ok", [BUS_NAME, NOTIF])
+    with Client(world.bus.address) as c:
+        assert OTHER in c.bus("ListNames")[0]
+
+
+@pytest.mark.timeout(15)
+def test_bus_answers_destinationless_peer_methods(world):
+    """dbus-daemon answers Peer.Ping/GetMachineId sent with no destination (the libdbus peer
+    filter); xdg-dbus-proxy depends on it."""
+    with Client(world.bus.address) as c:
+        r = c.call_msg(_peer_call_without_destination("Ping"), timeout=2)
+        assert r.header.message_type == MessageType.method_return and r.body == ()
+        r = c.call_msg(_peer_call_without_destination("GetMachineId"), timeout=2)
+        assert r.header.message_type == MessageType.method_return
+        assert r.body == c.call(BUS_NAME, BUS_PATH, PEER, "GetMachineId")

@@ -227,12 +227,7 @@ def sasl_ping(path: str, timeout: float = TIMEOUT):
     try:
         s.connect(path)
         s.sendall(b"\0AUTH EXTERNAL " + str(os.getuid()).encode().hex().encode() + b"\r\n")
-        buf = b""
-        while not buf.endswith(b"\r\n"):
-            c = s.recv(1)
-            if not c:
-                break
-            buf += c
+        buf = recv_line(s)
         if not buf.startswith(b"OK "):
             raise OSError(f"unexpected SASL reply {buf!r}")
     finally:

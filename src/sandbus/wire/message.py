@@ -59,7 +59,12 @@ _PAD = b"\0" * 8
 _header_cache = {}
 _CACHE_SIZE = 4096
 _CACHEABLE = 16 + 512  # cache headers whose fields fit in this many bytes
-_REPLY_SERIAL_FIRST = b"\x05\x01u\x00"
+# byte order, type, flags and version as one number; body length; serial;
+# fields' length; and the first field's code and signature, as one number.
+_LE_HOT = struct.Struct("<IIIII")
+_BE_HOT = struct.Struct(">IIIII")
+_REPLY_FIRST_LE = _LE_U32.unpack(b"\x05\x01u\x00")[0]  # REPLY_SERIAL comes first
+_REPLY_FIRST_BE = _BE_U32.unpack(b"\x05\x01u\x00")[0]
 
 
 class ProtocolError(ValueError):
@@ -128,61 +133,61 @@ class Message:
         self.args_cache = None
         # Most messages repeat the header fields of an earlier one byte for
         # byte (same path, interface, member, destination, signature), so
-        # parse results are cached by those bytes; the serial and body length
-        # live in the fixed part and are read every time.  Replies differ
-        # only in REPLY_SERIAL, which is left out of the key when it is the
-        # first field (as libdbus, GDBus, sd-bus and jeepney write it).
-        fields_len = (_LE_U32 if data[0] == 0x6C else _BE_U32).unpack_from(data, 12)[0] \
-            if len(data) >= 16 else 0
-        if 16 <= 16 + fields_len <= _CACHEABLE and data[0] in (0x6C, 0x42):
-            # fields_len >= 8: the key's length must pin down fields_len
-            if fields_len >= 8 and data[16:20] == _REPLY_SERIAL_FIRST:
-                key = data[:2] + data[16:20] + data[24:16 + fields_len]
-                reply_serial = (_LE_U32 if data[0] == 0x6C else _BE_U32).unpack_from(data, 20)[0]
-            else:
-                key = data[:2] + data[16:16 + fields_len]
-                reply_serial = None
-            if type(key) is not bytes:
-                key = bytes(key)  # a large message arrives as a bytearray
-            hit = _header_cache.get(key)
-            if hit is not None:
-                self._from_cache(hit, reply_serial)
-                return
+        # parse results are cached by those bytes.  The key is everything
+        # that decides the parse: the first four bytes (byte order, type,
+        # flags, version), the fields' length and the fields with their
+        # padding.  The serial and body length are read every time, and so
+        # is REPLY_SERIAL when it is the first field (as libdbus, GDBus,
+        # sd-bus and jeepney write it): replies differ only there.
+        b0 = data[0] if data else 0
+        if b0 == 0x6C:
+            hot = _LE_HOT
+        elif b0 == 0x42:
+            hot = _BE_HOT
+        else:
+            hot = None
+        if hot is None or len(data) < 24 or type(data) is not bytes:
+            self._parse()
+            return
+        head, body_len, serial, fields_len, first = hot.unpack_from(data)
+        body_start = 16 + fields_len + (-fields_len % 8)
+        if body_start > _CACHEABLE:
+            self._parse()
+            return
+        if first == (_REPLY_FIRST_LE if b0 == 0x6C else _REPLY_FIRST_BE) and fields_len >= 8:
+            key = (head, fields_len, data[24:body_start])
+            reply_serial = (_LE_U32 if b0 == 0x6C else _BE_U32).unpack_from(data, 20)[0]
+        else:
+            key = (head, data[12:body_start])
+            reply_serial = None
+        hit = _header_cache.get(key)
+        if hit is None:
             self._parse()
             if len(_header_cache) >= _CACHE_SIZE:
                 _header_cache.clear()
             _header_cache[key] = (
-                self.endian, self.type, self.path, self.interface, self.member, self.error_name,
-                self.reply_serial, self.destination, self.sender, self.signature, self.unix_fds,
-                self._kept_fields)
+                self.endian, self.type, self.flags, self.path, self.interface, self.member,
+                self.error_name, self.reply_serial, self.destination, self.sender, self.signature,
+                self.unix_fds, self._kept_fields, self.fields_len, self.body_start)
             return
-        self._parse()
-
-    def _from_cache(self, hit, reply_serial) -> None:
-        (self.endian, self.type, self.path, self.interface, self.member, self.error_name,
-         cached_reply_serial, self.destination, self.sender, self.signature, self.unix_fds,
-         self._kept_fields) = hit
-        data = self.data
-        fixed = _LE_FIXED if self.endian == "l" else _BE_FIXED
-        _, _, self.flags, version, self.body_len, self.serial, self.fields_len = fixed.unpack_from(data, 0)
-        if version != PROTOCOL_VERSION:
-            raise ProtocolError(f"unsupported protocol version {version}")
-        if self.serial == 0:
+        # A hit: everything but serial, body length and a leading reply
+        # serial was validated when the same bytes were first parsed.
+        (self.endian, self.type, self.flags, self.path, self.interface, self.member,
+         self.error_name, self.reply_serial, self.destination, self.sender, sig,
+         self.unix_fds, self._kept_fields, self.fields_len, self.body_start) = hit
+        self.signature = sig
+        self.body_len = body_len
+        self.serial = serial
+        if serial == 0:
             raise ProtocolError("message serial is 0")
         if reply_serial is not None:
             if reply_serial == 0:
                 raise ProtocolError("reply serial is 0")
             self.reply_serial = reply_serial
-        else:
-            self.reply_serial = cached_reply_serial
-        fields_len = self.fields_len
-        self.body_start = 16 + fields_len + (-fields_len % 8)
-        if self.body_start + self.body_len != len(data):
+        if body_start + body_len != len(data):
             raise ProtocolError("message length does not match its header")
-        if self.body_len and not self.signature:
+        if body_len and not sig:
             raise ProtocolError("message has a body but no signature")
-        if self.body_start > 16 + fields_len and data[16 + fields_len:self.body_start] != _PAD[:self.body_start - 16 - fields_len]:
-            raise ProtocolError("non-zero padding before the body")
 
     def _parse(self) -> None:
         data = self.data
@@ -375,6 +380,16 @@ class Message:
         data = self.data
         u32 = _LE_U32 if self.endian == "l" else _BE_U32
         kept = self._kept_fields
+        if kept is None and not instance_field:
+            # The common case: the fields and their padding stay as they are
+            # and SENDER goes after them, where the body used to start.
+            body_start = self.body_start
+            n = len(sender_field)
+            out = b"".join((data[:12], u32.pack(body_start - 16 + n), data[16:body_start],
+                            sender_field, _PAD[:-n % 8],
+                            memoryview(data)[body_start:] if self.body_len > 4096 else data[body_start:]))
+            self._forwarded = out
+            return out
         if kept is None:
             fields_len = self.fields_len
             parts = [data[:12], b"", data[16:16 + fields_len], _PAD[:-fields_len % 8]]

@@ -43,7 +43,7 @@ class Connection:
         self.queued_fds = 0
         self.fd_timer = None
         self.early_fds = []
-        self.wqueue = deque()  # [memoryview/bytes, fds]
+        self.wqueue = deque()  # bytes or memoryview; [data, fds] for a message with fds
         self.queued_bytes = 0
         self.closed = False
         self.reading = False
@@ -109,14 +109,17 @@ class Connection:
 
     def _deliver(self, frame) -> bool:
         """Hand one message to the bus; False if handling it failed."""
-        peer = self.peer
         try:
-            self.server.bus.receive(peer, frame)
+            self.server.bus.receive(self.peer, frame)
         except Exception:  # a bug must cost only this sender its connection
-            log.exception("internal error handling a message from %s", peer.unique_name)
-            self.server.bus.kick(peer, "internal error while handling its message")
+            self._internal_error()
             return False
         return True
+
+    def _internal_error(self) -> None:
+        peer = self.peer
+        log.exception("internal error handling a message from %s", peer.unique_name)
+        self.server.bus.kick(peer, "internal error while handling its message")
 
     def _read_big(self) -> bool:
         """Read more of a large message into its buffer; False if closed."""
@@ -229,6 +232,7 @@ class Connection:
             buf = data
         off = 0
         end = len(buf)
+        receive = bus.receive
         try:
             while end - off >= 16:
                 n = message_length(buf, off)
@@ -250,9 +254,12 @@ class Connection:
                     frame = buf
                 else:
                     frame = buf[off:off + n]
-                if not self._deliver(frame):
-                    return
                 off += n
+                try:
+                    receive(peer, frame)
+                except Exception:  # a bug must cost only this sender its connection
+                    self._internal_error()
+                    return
                 if peer.closed:
                     return
                 if self.auth_timer is not None and peer.unique_name is not None:
@@ -270,24 +277,34 @@ class Connection:
     # -- writing (the core calls send/close) ----------------------------------
 
     def send(self, data: bytes, fds=()) -> None:
+        if fds or self.closed:
+            self._send_with_fds(data, fds)
+            return
+        self.wqueue.append(data)
+        self.queued_bytes += len(data)
+        if not self.dirty:
+            self.dirty = True
+            self.server.mark_dirty(self)
+
+    def _send_with_fds(self, data: bytes, fds) -> None:
         if self.closed:
             return
-        if fds:
-            if self.queued_fds + len(fds) > self.server.max_outgoing_fds:
-                self.close("too many unix fds queued for a peer that does not read")
-                return
-            copies = []  # our own copies, closed once sent
-            try:
-                for fd in fds:
-                    copies.append(os.dup(fd))
-            except OSError as e:
-                for fd in copies:
-                    os.close(fd)
-                self.close(f"cannot queue unix fds: {e}")
-                return
-            fds = copies
-            self.queued_fds += len(fds)
-        self.wqueue.append([data, fds])
+        if self.queued_fds + len(fds) > self.server.max_outgoing_fds:
+            self.close("too many unix fds queued for a peer that does not read")
+            return
+        copies = []  # our own copies, closed once sent
+        try:
+            for fd in fds:
+                copies.append(os.dup(fd))
+        except OSError as e:
+            for fd in copies:
+                os.close(fd)
+            self.close(f"cannot queue unix fds: {e}")
+            return
+        self.queued_fds += len(copies)
+        # A message with fds is queued as a list [data, fds]; one without
+        # as its bytes alone, which is the common case and the cheap one.
+        self.wqueue.append([data, copies])
         self.queued_bytes += len(data)
         if not self.dirty:
             self.dirty = True
@@ -298,34 +315,53 @@ class Connection:
     def flush(self) -> None:
         self.dirty = False
         q = self.wqueue
+        if len(q) == 1 and not self.writing and type(q[0]) is not list:
+            # The common case: one message, nothing waiting behind it.
+            data = q[0]
+            try:
+                n = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError as e:
+                self.close(f"write error: {e}")
+                return
+            self.queued_bytes -= n
+            if n == len(data):
+                q.clear()
+                if not self.reading:
+                    self._resume_reading()
+                return
+            q[0] = memoryview(data)[n:]
+        self._flush_queue()
+
+    def _flush_queue(self) -> None:
+        q = self.wqueue
         sock = self.sock
         while q:
             item = q[0]
-            data, fds = item
             try:
-                if fds:
+                if type(item) is list:
+                    data, fds = item
                     n = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
                     for fd in fds:
                         os.close(fd)
                     self.queued_fds -= len(fds)
-                    item[1] = ()
+                    self.queued_bytes -= n
                     if n == len(data):
                         q.popleft()
                     else:
-                        item[0] = memoryview(data)[n:]
-                    self.queued_bytes -= n
+                        q[0] = memoryview(data)[n:]  # its fds went with its first byte
                     continue
-                if len(q) > 1 and len(data) < _WRITE_CHUNK:
+                if len(q) > 1 and len(item) < _WRITE_CHUNK:
                     parts = []
                     size = 0
-                    while q and not q[0][1] and size < _WRITE_CHUNK:
-                        d = q.popleft()[0]
+                    while q and type(q[0]) is not list and size < _WRITE_CHUNK:
+                        d = q.popleft()
                         parts.append(d)
                         size += len(d)
-                    data = b"".join(parts)
-                    q.appendleft([data, ()])
-                    item = q[0]
-                n = sock.send(data)
+                    item = b"".join(parts)
+                    q.appendleft(item)
+                n = sock.send(item)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as e:
@@ -334,10 +370,10 @@ class Connection:
                 self.close(f"write error: {e}")
                 return
             self.queued_bytes -= n
-            if n == len(data):
+            if n == len(item):
                 q.popleft()
             else:
-                item[0] = memoryview(data)[n:]
+                q[0] = memoryview(item)[n:]
                 break
         loop = self.server.loop
         if q and not self.writing and not self.closed:
@@ -346,6 +382,9 @@ class Connection:
         elif not q and self.writing:
             loop.remove_writer(self.fd)
             self.writing = False
+        self._resume_reading()
+
+    def _resume_reading(self) -> None:
         if not self.reading and self.peer is not None and not self.closed \
                 and self.queued_bytes <= self.server.max_outgoing // 2:
             self._start_reading()
@@ -373,15 +412,16 @@ class Connection:
             self.fd_timer.cancel()
         # Best effort: what was already queued (e.g. an error reply) goes out first.
         try:
-            for data, fds in self.wqueue:
-                if fds:
+            for item in self.wqueue:
+                if type(item) is list:
                     break
-                self.sock.send(data)
+                self.sock.send(item)
         except OSError:
             pass
-        for _, fds in self.wqueue:
-            for fd in fds:
-                os.close(fd)
+        for item in self.wqueue:
+            if type(item) is list:
+                for fd in item[1]:
+                    os.close(fd)
         for fd in self.early_fds:
             os.close(fd)
         self.early_fds = []

@@ -148,20 +148,21 @@ class Bus:
             self.kick(peer, f"invalid message: {e}")
             return
         n = msg.unix_fds
-        if n:
-            if n > len(peer.incoming_fds):
-                self.kick(peer, "message declares more unix fds than were passed")
-                return
-            if n > self.limits.max_message_unix_fds:
-                self.kick(peer, "message carries more unix fds than max_message_unix_fds")
-                return
-            msg.fds = peer.incoming_fds[:n]
-            del peer.incoming_fds[:n]
+        if not n:
+            self.route(peer, msg)
+            return
+        if n > len(peer.incoming_fds):
+            self.kick(peer, "message declares more unix fds than were passed")
+            return
+        if n > self.limits.max_message_unix_fds:
+            self.kick(peer, "message carries more unix fds than max_message_unix_fds")
+            return
+        msg.fds = peer.incoming_fds[:n]
+        del peer.incoming_fds[:n]
         try:
             self.route(peer, msg)
         finally:
-            if msg.fds:
-                self.release_fds(msg.fds)
+            self.release_fds(msg.fds)
 
     def route(self, sender: Peer, msg: Message) -> None:
         if sender.unique_name is None:

@@ -13,7 +13,7 @@ from .credentials import peer_credentials, peer_pidfd
 
 log = logging.getLogger("sandbus.io")
 
-READ_SIZE = 256 * 1024
+READ_SIZE = 64 * 1024
 LARGE_MESSAGE = 64 * 1024
 MAX_FDS_PER_READ = 253  # the kernel's SCM_MAX_FD
 _ANC_SIZE = socket.CMSG_SPACE(MAX_FDS_PER_READ * 4)

@@ -144,11 +144,15 @@ class _DaemonLike(System):
     def bus_args(self):
         return ["--session"]
 
-    def _start(self):
+    def command(self):
+        """The argv that runs the daemon, before its options."""
         exe = shutil.which(self.executable)
         if not exe:
             raise Unavailable("%s is not on PATH" % self.executable)
-        proc = self.spawn([exe, *self.bus_args(), "--nofork",
+        return [exe]
+
+    def _start(self):
+        proc = self.spawn([*self.command(), *self.bus_args(), "--nofork",
                            "--address=unix:path=%s" % self.path("bus"),
                            "--print-address=1"], "daemon.log",
                           stdout=subprocess.PIPE)
@@ -337,6 +341,20 @@ class SandbusContained(Sandbus):
         super().stop()
 
 
-ALL = [DbusDaemon, Sandbus, DbusBroker, XdgDbusProxy, SandbusContained]
+class SandbusCompiled(Sandbus):
+    name = "sandbus-compiled"
+    description = ("sandbus with 5 hot modules compiled by Cython from the same .py "
+                   "(bench/compiled: .pxd files only)")
+
+    def command(self):
+        from . import compiled
+        try:
+            tree = compiled.build()
+        except compiled.BuildError as e:
+            raise Unavailable(str(e))
+        return compiled.daemon_argv(tree)
+
+
+ALL = [DbusDaemon, Sandbus, DbusBroker, XdgDbusProxy, SandbusContained, SandbusCompiled]
 BY_NAME = {cls.name: cls for cls in ALL}
 BASELINE = DbusDaemon.name

@@ -232,7 +232,6 @@ class Connection:
             buf = data
         off = 0
         end = len(buf)
-        receive = bus.receive
         try:
             while end - off >= 16:
                 n = message_length(buf, off)
@@ -256,7 +255,7 @@ class Connection:
                     frame = buf[off:off + n]
                 off += n
                 try:
-                    receive(peer, frame)
+                    bus.receive(peer, frame)
                 except Exception:  # a bug must cost only this sender its connection
                     self._internal_error()
                     return

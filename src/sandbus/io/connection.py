@@ -18,6 +18,12 @@ LARGE_MESSAGE = 64 * 1024
 MAX_FDS_PER_READ = 253  # the kernel's SCM_MAX_FD
 _ANC_SIZE = socket.CMSG_SPACE(MAX_FDS_PER_READ * 4)
 _WRITE_CHUNK = 1024 * 1024
+# Write out what routing queued after this many messages of one read, not
+# only at its end: the receivers start on the first ones while we route the
+# rest.  64 calls in flight: 0.88x dbus-daemon's calls/s when the whole read
+# was routed first; 1.25x after every 16; 1.5-1.7x after every 32; 1.18x
+# after every 48 (bench inflight, 3 runs each, 2 cores).
+FLUSH_EVERY = 32
 
 
 class Connection:
@@ -232,6 +238,7 @@ class Connection:
             buf = data
         off = 0
         end = len(buf)
+        delivered = 0
         try:
             while end - off >= 16:
                 n = message_length(buf, off)
@@ -261,6 +268,10 @@ class Connection:
                     return
                 if peer.closed:
                     return
+                delivered += 1
+                if delivered == FLUSH_EVERY:
+                    delivered = 0
+                    self.server.flush_dirty()
                 if self.auth_timer is not None and peer.unique_name is not None:
                     # auth_timeout covers the whole handshake, up to Hello
                     self.auth_timer.cancel()

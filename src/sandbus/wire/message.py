@@ -419,11 +419,52 @@ class Message:
         return out
 
 
+_field_cache = {}
+
+
 def string_field(code: int, value: str, endian: str = "l", sig: str = "s") -> bytes:
     """A complete marshalled header field struct for a string-like value."""
-    raw = value.encode()
+    key = (code, value, endian, sig)
+    field = _field_cache.get(key)
+    if field is None:
+        raw = value.encode()
+        u32 = _LE_U32 if endian == "l" else _BE_U32
+        field = bytes((code, 1, ord(sig), 0)) + u32.pack(len(raw)) + raw + b"\0"
+        # The bus writes the same paths, interfaces, members and names over
+        # and over; bounded, since unique names never come back.
+        if len(_field_cache) >= 4096:
+            _field_cache.clear()
+        _field_cache[key] = field
+    return field
+
+
+def _strings_only(signature: str, body) -> bool:
+    """True if body is valid for signature and made of strings and object
+    paths alone; anything else (or anything invalid) takes the marshaller."""
+    if signature.strip("so") or len(signature) != len(body):
+        return False
+    for code, value in zip(signature, body):
+        if type(value) is not str or "\0" in value or code == "o" and not is_valid_object_path(value):
+            return False
+    return True
+
+
+def _string_body(body, endian: str) -> bytes:
+    """Marshal a body of strings and object paths only (most of what the bus
+    sends: NameOwnerChanged, NameAcquired, Hello's reply, error texts)."""
     u32 = _LE_U32 if endian == "l" else _BE_U32
-    return bytes((code, 1, ord(sig), 0)) + u32.pack(len(raw)) + raw + b"\0"
+    parts = []
+    size = 0
+    for value in body:
+        raw = value.encode()
+        pad = -size % 4
+        if pad:
+            parts.append(_PAD[:pad])
+        parts.append(u32.pack(len(raw)))
+        parts.append(raw)
+        parts.append(b"\0")
+        size += pad + 4 + len(raw) + 1
+    return b"".join(parts)
 
 
 def build_message(
@@ -450,9 +491,12 @@ def build_message(
     u32 = _LE_U32 if endian == "l" else _BE_U32
     fields = []
     if path is not None:
-        if not is_valid_object_path(path):
-            raise ValueError(f"invalid object path {path!r}")
-        fields.append(string_field(FIELD_PATH, path, endian, "o"))
+        field = _field_cache.get((FIELD_PATH, path, endian, "o"))
+        if field is None:
+            if not is_valid_object_path(path):
+                raise ValueError(f"invalid object path {path!r}")
+            field = string_field(FIELD_PATH, path, endian, "o")
+        fields.append(field)
     if interface is not None:
         fields.append(string_field(FIELD_INTERFACE, interface, endian, "s"))
     if member is not None:
@@ -480,12 +524,14 @@ def build_message(
             parts.append(_PAD[:pad])
         parts.append(f)
         length += pad + len(f)
-    if signature:
+    if not signature:
+        body_bytes = b""
+    elif _strings_only(signature, body):
+        body_bytes = _string_body(body, endian)
+    else:
         body_writer = Writer(endian)
         body_writer.write(signature, body)
         body_bytes = bytes(body_writer.buf)
-    else:
-        body_bytes = b""
     fixed = (_LE_FIXED if endian == "l" else _BE_FIXED).pack(
         ord(endian), mtype, flags, PROTOCOL_VERSION, len(body_bytes), serial, length)
     return b"".join((fixed, *parts, _PAD[:-length % 8], body_bytes))

@@ -114,3 +114,13 @@ def test_compiled_variant_builds_and_runs(tmp_path):
     status = doc["systems"]["sandbus-compiled"]
     assert status["status"] == "ok", status.get("note")
     assert doc["results"]["sequential"]["sandbus-compiled"]["median"]["ops_per_s"] > 0
+
+
+def test_instructions_runs_wrapper_scripts_through_the_interpreter(tmp_path):
+    """valgrind must be given the interpreter, not a #! script it would lose sight of."""
+    from bench.instructions import _resolve_interpreter
+    script = tmp_path / "sandbus-daemon"
+    script.write_text("#!/usr/bin/python3\nprint('hi')\n")
+    assert _resolve_interpreter([str(script), "--session"]) == \
+        [sys.executable, os.path.realpath(script), "--session"]
+    assert _resolve_interpreter([sys.executable, "-c", "pass"]) == [sys.executable, "-c", "pass"]

@@ -132,9 +132,19 @@ class AccessControl:
         return [n for n in names if self._visible(viewer, n)]
 
     def _allows(self, inst, target_names, flag, path=None, interface=None, check_object=True) -> bool:
-        for r in self._rules_for(inst, target_names):
-            if r.flags & flag and (not check_object or (r.covers_path(path) and r.covers_interface(interface))):
-                return True
+        # The first matching rule decides: no need to collect and de-duplicate
+        # them as _rules_for does (this runs for every call out of an instance).
+        rule_sets = [inst.access]
+        for key in (inst.path, ALL_INSTANCES):
+            granted = self.grants.get(key)
+            if granted is not None:
+                rule_sets.append(granted)
+        for rule_set in rule_sets:
+            for name in target_names:
+                for r in rule_set.for_name(name):
+                    if r.flags & flag and (not check_object or (r.covers_path(path)
+                                                                and r.covers_interface(interface))):
+                        return True
         return False
 
     # -- denials and learning ------------------------------------------------------
@@ -177,7 +187,8 @@ class AccessControl:
         if sender.container is target.container:
             return None
         dest = msg.destination
-        if _mediated(sender):
+        sender_mediated = _mediated(sender)
+        if sender_mediated:
             inst = sender.container
             names = _names_of(target)
             if not self._allows(inst, names, CALL_METHODS, msg.path, msg.interface):
@@ -193,7 +204,7 @@ class AccessControl:
                 if err is not None:
                     return err
         if _mediated(target):
-            if _mediated(sender) and not self._rules_for(target.container, _names_of(sender)):
+            if sender_mediated and not self._rules_for(target.container, _names_of(sender)):
                 # Two instances talk only if both sides' rules allow it: this
                 # is a denial of target's instance (it needs SEE of sender).
                 obs = _observe("reach", target, sender.unique_name, sender, msg)

@@ -272,6 +272,8 @@ class Connection:
                 if delivered == FLUSH_EVERY:
                     delivered = 0
                     self.server.flush_dirty()
+                    if peer.closed:  # a write error on its own queue
+                        return
                 if self.auth_timer is not None and peer.unique_name is not None:
                     # auth_timeout covers the whole handshake, up to Hello
                     self.auth_timer.cancel()
@@ -423,9 +425,10 @@ class Connection:
         # Best effort: what was already queued (e.g. an error reply) goes out first.
         try:
             for item in self.wqueue:
-                if type(item) is list:
+                # Whole messages only: a partial one would put a fragment
+                # and then the next message's start on the wire.
+                if type(item) is list or self.sock.send(item) < len(item):
                     break
-                self.sock.send(item)
         except OSError:
             pass
         for item in self.wqueue:

@@ -69,12 +69,20 @@ class AccessControl:
 
     # -- rule lookup -------------------------------------------------------------
 
-    def _rules_for(self, inst, names):
-        found = inst.access.for_names(names)
+    def _rule_sets(self, inst):
+        """inst's own rules, then what was granted to it and to every instance."""
+        sets = [inst.access]
         for key in (inst.path, ALL_INSTANCES):
             granted = self.grants.get(key)
             if granted is not None:
-                found.extend(r for r in granted.for_names(names) if r not in found)
+                sets.append(granted)
+        return sets
+
+    def _rules_for(self, inst, names):
+        own, *granted = self._rule_sets(inst)
+        found = own.for_names(names)
+        for rule_set in granted:
+            found.extend(r for r in rule_set.for_names(names) if r not in found)
         return found
 
     def _peer_by_name(self, name):
@@ -134,12 +142,7 @@ class AccessControl:
     def _allows(self, inst, target_names, flag, path=None, interface=None, check_object=True) -> bool:
         # The first matching rule decides: no need to collect and de-duplicate
         # them as _rules_for does (this runs for every call out of an instance).
-        rule_sets = [inst.access]
-        for key in (inst.path, ALL_INSTANCES):
-            granted = self.grants.get(key)
-            if granted is not None:
-                rule_sets.append(granted)
-        for rule_set in rule_sets:
+        for rule_set in self._rule_sets(inst):
             for name in target_names:
                 for r in rule_set.for_name(name):
                     if r.flags & flag and (not check_object or (r.covers_path(path)

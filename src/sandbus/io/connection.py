@@ -115,17 +115,14 @@ class Connection:
 
     def _deliver(self, frame) -> bool:
         """Hand one message to the bus; False if handling it failed."""
+        peer = self.peer
         try:
-            self.server.bus.receive(self.peer, frame)
+            self.server.bus.receive(peer, frame)
         except Exception:  # a bug must cost only this sender its connection
-            self._internal_error()
+            log.exception("internal error handling a message from %s", peer.unique_name)
+            self.server.bus.kick(peer, "internal error while handling its message")
             return False
         return True
-
-    def _internal_error(self) -> None:
-        peer = self.peer
-        log.exception("internal error handling a message from %s", peer.unique_name)
-        self.server.bus.kick(peer, "internal error while handling its message")
 
     def _read_big(self) -> bool:
         """Read more of a large message into its buffer; False if closed."""
@@ -261,10 +258,7 @@ class Connection:
                 else:
                     frame = buf[off:off + n]
                 off += n
-                try:
-                    bus.receive(peer, frame)
-                except Exception:  # a bug must cost only this sender its connection
-                    self._internal_error()
+                if not self._deliver(frame):
                     return
                 if peer.closed:
                     return

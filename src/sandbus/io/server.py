@@ -141,8 +141,6 @@ class Server:
     def flush_dirty(self) -> None:
         self._flush_scheduled = False
         dirty = self._dirty
-        if not dirty:
-            return
         while dirty:
             self._dirty = []
             for conn in dirty:

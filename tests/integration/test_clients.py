@@ -9,6 +9,7 @@ import pytest
 from jeepney import DBusAddress, HeaderFields, MessageType, new_method_call, new_method_return
 
 from itutil import (
+    DRIVER,
     TIMEOUT,
     Client,
     DBusErrorReply,
@@ -376,3 +377,35 @@ def test_dbus_python_ordering_through_service(bus, service):
     assert run_dbus_python(bus, code).stdout.strip() == "last"
     echoed = [c[2][0] for c in service.calls if c[1] == "Echo"]
     assert echoed == [str(i) for i in range(100)] + ["last"]
+
+
+def test_many_messages_in_one_write_keep_their_order(bus):
+    """A read holding far more messages than the bus routes before writing
+    (it writes out every few dozen): calls to a peer and to the driver,
+    interleaved in one write, all arrive, each stream in order."""
+    n = 300
+    with Client(bus.address) as a, Client(bus.address) as b:
+        b.drain()
+        target = DBusAddress("/", bus_name=b.unique_name, interface="com.example.Seq")
+        blob = []
+        serials = []
+        for i in range(n):
+            call = new_method_call(target, "N", "u", (i,))
+            call.header.flags |= 1  # no reply expected
+            blob.append(call.serialise(serial=a.next_serial()))
+            serial = a.next_serial()
+            serials.append(serial)
+            blob.append(new_method_call(DRIVER, "GetId").serialise(serial=serial))
+        a.conn.sock.sendall(b"".join(blob))
+        replies = []
+        while len(replies) < n:
+            m = a.receive()
+            if m.header.message_type == MessageType.method_return:
+                replies.append(m.header.fields[HeaderFields.reply_serial])
+        assert replies == serials
+        got = []
+        while len(got) < n:
+            m = b.receive()
+            if m.header.message_type == MessageType.method_call:
+                got.append(m.body[0])
+        assert got == list(range(n))

@@ -332,6 +332,16 @@ def test_reply_timeout_gives_no_reply(strict_bus):
 # -- ordering ------------------------------------------------------------------------
 
 
+def _call_arguments(client, n):
+    """The first argument of the next n method calls client receives."""
+    got = []
+    while len(got) < n:
+        m = client.receive()
+        if m.header.message_type == MessageType.method_call:
+            got.append(m.body[0])
+    return got
+
+
 def test_unicast_order_preserved(bus):
     n = 500
     with Client(bus.address) as a, Client(bus.address) as b:
@@ -341,12 +351,7 @@ def test_unicast_order_preserved(bus):
                                               interface="com.example.Seq"), "N", "u", (i,))
             msg.header.flags |= 1
             a.send(msg)
-        got = []
-        while len(got) < n:
-            m = b.receive()
-            if m.header.message_type == MessageType.method_call:
-                got.append(m.body[0])
-        assert got == list(range(n))
+        assert _call_arguments(b, n) == list(range(n))
 
 
 def test_broadcast_order_preserved_across_receivers(bus):
@@ -403,9 +408,4 @@ def test_many_messages_in_one_write_keep_their_order(bus):
             if m.header.message_type == MessageType.method_return:
                 replies.append(m.header.fields[HeaderFields.reply_serial])
         assert replies == serials
-        got = []
-        while len(got) < n:
-            m = b.receive()
-            if m.header.message_type == MessageType.method_call:
-                got.append(m.body[0])
-        assert got == list(range(n))
+        assert _call_arguments(b, n) == list(range(n))

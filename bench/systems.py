@@ -273,7 +273,7 @@ class XdgDbusProxy(DbusDaemon):
         self.broker_pids = self.broker_pids + [proc.pid]
 
 
-# Containers1 access-rule flags (DESIGN.md section 3)
+# Containers1 access-rule flags (docs/containers.md)
 OBJECT_PATH_IS_SUBTREE = 1
 CALL_METHODS = 4
 RECEIVE_BROADCASTS = 8

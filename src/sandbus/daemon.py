@@ -12,15 +12,20 @@ import sys
 
 from .config import ConfigError, Policy, load_config, load_standard
 from .config.policy import Creds
+from .config.services import ServiceCache
+from .containers.manager import ContainerManager
 from .core.bus import Bus, BusSettings
+from .core.mediation import Mediation
 from .core.policy import PolicyEnforcer
 from .io.container_sockets import ContainerSockets
+from .io.fds import close_fds, dup_fds
 from .io.listener import AuthSettings, listen
 from .wire.sasl import SUPPORTED_MECHANISMS
 from .io.server import Server, install_signal_handlers, new_event_loop
 from .core.activation import Activation  # service activation
 from .io import socket_activation
 from .io.spawner import Spawner
+from .io.system_log import SystemLogHandler
 
 log = logging.getLogger("sandbus.daemon")
 
@@ -69,18 +74,23 @@ class Daemon:
         bus_type = self.config.bus_type or opts.bus_type or "session"
         self.policy = Policy(self.config, bus_uid=os.getuid())
         self.settings = BusSettings(self.guid, read_machine_id(), bus_type=bus_type,
-                                    limits=self.config.limits, policy=PolicyEnforcer(self.policy))
-        self.bus = Bus(self.settings)
+                                    limits=self.config.limits, bus_uid=os.getuid(), bus_pid=os.getpid())
+        self.bus = Bus(self.settings, release_fds=close_fds)
+        # The bus's mediators: the containers' access rules, then the XML policy.
+        self.containers = ContainerManager(self.bus)
+        self.policy_mediator = PolicyEnforcer(self.policy, self.bus)
+        self.bus.set_mediation(Mediation([self.containers.access, self.policy_mediator]))
         self.bus.driver.reload_config = self.reload
         self.loop = new_event_loop()
         self.server = Server(self.bus, self.loop, uid_allowed=self._uid_allowed,
                              allow_anonymous=self.config.allow_anonymous)
         self.server.auth_settings = auth_settings(self.config)
-        self.bus.containers.sockets = ContainerSockets(self.server)
+        self.containers.sockets = ContainerSockets(self.server)
         # service activation: .service files, spawning, --systemd-activation
         self.spawner = Spawner(self.loop)
-        self.settings.activation = Activation(self.bus, self.config.servicedirs, self.spawner,
-                                              systemd_activation=opts.systemd_activation)
+        self.settings.activation = Activation(self.bus, ServiceCache.loaded(self.config.servicedirs),
+                                              self.spawner, systemd_activation=opts.systemd_activation,
+                                              environ=os.environ, dup_fds=dup_fds)
         self.stop_event = None
         self.pidfile = None
         self._uid_cache = {}
@@ -118,12 +128,12 @@ class Daemon:
         except ConfigError as e:
             log.error("keeping the old authentication mechanisms: %s", e)
         self.server.allow_anonymous = config.allow_anonymous
-        self.settings.policy = PolicyEnforcer(policy)
-        for peer in self.bus.connections:
-            self.settings.policy.attach(peer)
+        mediator = PolicyEnforcer(policy, self.bus)
+        self.bus.mediation.replace(self.policy_mediator, mediator, self.bus.connections)
+        self.policy_mediator = mediator
         self.settings.limits = self.bus.limits = config.limits
         self.server.apply_limits()
-        self.settings.activation.reload(config.servicedirs)  # rescan, ActivatableServicesChanged
+        self.settings.activation.reload(ServiceCache.loaded(config.servicedirs))  # ActivatableServicesChanged
         log.info("configuration reloaded")
 
     def bind(self) -> str:
@@ -178,7 +188,7 @@ class Daemon:
             pass
 
     def shutdown(self) -> None:
-        self.bus.containers.shutdown()
+        self.containers.shutdown()
         self.spawner.close()  # activated services outlive the bus
         self.server.close()
         if self.pidfile:
@@ -275,83 +285,6 @@ def run(opts: DaemonOptions) -> int:
     except (OSError, ConfigError, ValueError) as e:
         print(f"sandbus-daemon: Failed to start message bus: {e}", file=sys.stderr)
         return 1
-
-
-# -- logging: stderr and/or the system log (journal or syslog), stdlib only ----
-
-JOURNAL_SOCKET = "/run/systemd/journal/socket"
-SYSLOG_SOCKET = "/dev/log"
-_PRIORITY = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4),
-             (logging.INFO, 6), (logging.DEBUG, 7))
-
-
-def _priority(levelno: int) -> int:
-    for level, prio in _PRIORITY:
-        if levelno >= level:
-            return prio
-    return 7
-
-
-class SystemLogHandler(logging.Handler):
-    """The journal's native protocol when its socket exists, else syslog on
-    /dev/log (RFC 3164 style, facility daemon), else nothing (``available``
-    is false and the caller keeps stderr)."""
-
-    def __init__(self, ident: str = "sandbus-daemon", journal: str = JOURNAL_SOCKET,
-                 syslog: str = SYSLOG_SOCKET):
-        super().__init__()
-        self.ident = ident
-        self.kind = self.path = None
-        if os.path.exists(journal):
-            self.kind, self.path = "journal", journal
-        elif os.path.exists(syslog):
-            self.kind, self.path = "syslog", syslog
-        self.sock = None
-        if self.kind:
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-
-    @property
-    def available(self) -> bool:
-        return self.sock is not None
-
-    def emit(self, record) -> None:
-        if self.sock is None:
-            return
-        try:
-            text = self.format(record)
-            prio = _priority(record.levelno)
-            if self.kind == "journal":
-                data = journal_datagram({"MESSAGE": text, "PRIORITY": str(prio),
-                                         "SYSLOG_IDENTIFIER": self.ident,
-                                         "SYSLOG_PID": str(os.getpid())})
-            else:
-                data = f"<{3 * 8 + prio}>{self.ident}[{os.getpid()}]: {text}".encode(
-                    "utf-8", "replace")
-            self.sock.sendto(data, self.path)
-        except OSError:
-            pass  # a full or absent log must never take the bus down
-        except Exception:
-            self.handleError(record)
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-        super().close()
-
-
-def journal_datagram(fields: dict) -> bytes:
-    """systemd's native journal protocol: KEY=value lines, or for values
-    with a newline KEY, newline, 64-bit LE length, value, newline."""
-    import struct
-    out = bytearray()
-    for key, value in fields.items():
-        raw = value.encode("utf-8", "replace")
-        if b"\n" in raw:
-            out += key.encode() + b"\n" + struct.pack("<Q", len(raw)) + raw + b"\n"
-        else:
-            out += key.encode() + b"=" + raw + b"\n"
-    return bytes(out)
 
 
 def configure_logging(opts: DaemonOptions, config, root=None) -> None:

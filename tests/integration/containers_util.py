@@ -31,7 +31,7 @@ LIMITS_EXCEEDED = "org.freedesktop.DBus.Error.LimitsExceeded"
 NAME_HAS_NO_OWNER = "org.freedesktop.DBus.Error.NameHasNoOwner"
 SERVICE_UNKNOWN = "org.freedesktop.DBus.Error.ServiceUnknown"
 
-# Access flags (DESIGN.md section 3)
+# Access flags (docs/containers.md)
 PATH_SUBTREE = 1
 NAME_SUBTREE = 2
 CALL = 4

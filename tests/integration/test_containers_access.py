@@ -1,4 +1,4 @@
-"""Containers1 access control (DESIGN.md section 3, "Access rules"):
+"""Containers1 access control (docs/containers.md, "Access rules"):
 mediated instances are default-deny, hidden names look nonexistent,
 Allow rules and GrantAccess/RevokeAccess open things up one by one."""
 

@@ -49,7 +49,8 @@ def make_bus(**limits) -> Bus:
     base = Limits.defaults("session")
     if limits:
         base = base.with_overrides(limits)
-    return Bus(BusSettings(GUID, MACHINE_ID, limits=base), release_fds=lambda fds: None)
+    return Bus(BusSettings(GUID, MACHINE_ID, limits=base, bus_uid=os.getuid(), bus_pid=os.getpid()),
+               release_fds=lambda fds: None)
 
 
 class Client:

@@ -5,14 +5,8 @@ import os
 import pytest
 
 from corehelpers import ERR, METHOD_CALL, SIGNAL, connect, make_bus
-from sandbus.core.activation import (
-    Activation,
-    ServiceCache,
-    ServiceFileError,
-    entry_from_text,
-    parse_desktop_file,
-    parse_exec,
-)
+from sandbus.config.services import ServiceCache, ServiceFileError, entry_from_text, parse_desktop_file
+from sandbus.core.activation import Activation, parse_exec
 from sandbus.core.errors import DBusError
 
 
@@ -60,7 +54,7 @@ def setup(tmp_path):
     bus.call_later = lambda delay, fn, *args: timers.append(FakeTimer(timers, delay, fn, args)) or timers[-1]
     spawner = FakeSpawner()
     write("com.example.Svc")
-    act = Activation(bus, [str(d)], spawner, environ={"PATH": "/bin", "LISTEN_FDS": "1", "HOME": "/h"},
+    act = Activation(bus, ServiceCache.loaded([str(d)]), spawner, environ={"PATH": "/bin", "LISTEN_FDS": "1", "HOME": "/h"},
                      address="unix:path=/x,guid=1")
     bus.settings.activation = act
 
@@ -268,7 +262,7 @@ def test_reload_rescans_and_signals(setup):
     c.bus_ok("AddMatch", "s", ("type='signal',member='ActivatableServicesChanged'",))
     assert "com.example.Later" not in c.bus_ok("ListActivatableNames")[0]
     setup.write("com.example.Later")
-    setup.act.reload([str(setup.dir)])
+    setup.act.reload(ServiceCache.loaded([str(setup.dir)]))
     assert [m.member for m in c.signals()] == ["ActivatableServicesChanged"]
     assert "com.example.Later" in c.bus_ok("ListActivatableNames")[0]
 

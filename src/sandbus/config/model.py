@@ -66,7 +66,7 @@ class Limits:
     max_match_rules_per_connection: int = 512
     max_replies_per_connection: int = 128
     reply_timeout: int = -1
-    # sandbus container instances (DESIGN.md section 3); system-bus values.
+    # sandbus container instances (docs/containers.md); system-bus values.
     max_containers: int = 512
     max_containers_per_user: int = 16
     max_container_metadata_bytes: int = 4096

@@ -1,7 +1,7 @@
 """Default-deny mediation of connections in a mediated container instance
 (one created with the Allow named argument), and GrantAccess/RevokeAccess.
 
-The baseline (DESIGN.md section 3): a mediated connection may call the bus
+The baseline (docs/containers.md): a mediated connection may call the bus
 driver (filtered), talk within its own instance, receive method calls and
 unicast signals from outside and answer each once, and send broadcasts.
 Everything else needs a rule.  A name it may not see is answered exactly
@@ -10,30 +10,31 @@ like a name that does not exist."""
 import logging
 
 from ..core import errors
-from ..core.driver import IFACE_CONTAINERS, method, missing_name_error
+from ..core.driver import OWN, TALK, missing_name_error
 from ..core.errors import DBusError
-from ..wire.message import METHOD_CALL
+from ..core.match import MatchRule
+from ..core.mediation import DROP, HIDDEN, Denial, Mediator
+from ..wire.message import ERROR, METHOD_CALL, METHOD_RETURN
 from .learn import Observation, describe, shape
 from .rules import (
-    BUS_NAME_IS_SUBTREE,
     CALL_METHODS,
     FLAG_NAMES,
     OWN_BUS_NAME,
     RECEIVE_BROADCASTS,
     SEND_UNIX_FDS,
-    Rule,
     RuleSet,
     compile_allow,
-    validate_rule,
 )
 
 log = logging.getLogger("sandbus.containers.access")
 
 DRIVER_NAME = "org.freedesktop.DBus"
 DRIVER_PATH = "/org/freedesktop/DBus"
+IFACE_CONTAINERS = "org.freedesktop.DBus.Containers1"
 # Kinds of denial (rule shapes) logged per instance, at most.
 MAX_LOGGED_DENIALS = 256
 ALL_INSTANCES = "/"
+HIDDEN_NAME_ERRORS = (errors.SERVICE_UNKNOWN, errors.NAME_HAS_NO_OWNER)
 
 
 def _mediated(peer) -> bool:
@@ -54,7 +55,28 @@ def _observe(what, peer, dest, other, msg) -> Observation:
     return Observation(what, peer.unique_name, dest, _well_known(other), msg.path, msg.interface, msg.member)
 
 
-class AccessControl:
+class _View:
+    """A contained caller's view of names, for the driver (core/driver.py
+    Driver.lookup): a lookup of a hidden name is a denial (logged, or
+    learned), a listing just leaves hidden names out."""
+
+    __slots__ = ("access", "viewer")
+
+    def __init__(self, access, viewer):
+        self.access = access
+        self.viewer = viewer
+
+    def sees(self, name: str, owner) -> bool:
+        return self.access.can_see(self.viewer, name)
+
+    def lists(self, name: str) -> bool:
+        return self.viewer.container.learner is not None or self.access._visible(self.viewer, name)
+
+
+class AccessControl(Mediator):
+    """The containers' access rules as the bus's mediator (core/mediation.py);
+    docs/containers.md says what they allow."""
+
     FLAG_NAMES = FLAG_NAMES
 
     def __init__(self, manager):
@@ -62,10 +84,100 @@ class AccessControl:
         self.bus = manager.bus
         self.grants = {}  # instance path or "/" -> RuleSet of granted rules
         self.callers_seen = {}  # contained Peer -> unique names that called it
-        self.departing = None  # the peer whose disconnect is being announced
 
     def compile_rules(self, raw) -> RuleSet:
         return compile_allow(raw)
+
+    # -- the mediation interface -------------------------------------------------
+
+    def connected(self, peer, listener) -> None:
+        inst = getattr(listener, "container", None)
+        if inst is not None:
+            self.manager.on_connect(peer, inst)
+
+    def disconnected(self, peer) -> None:
+        self.callers_seen.pop(peer, None)
+        if self.callers_seen and peer.unique_name is not None:
+            # a caller that left is nobody's to see any more (and the sets
+            # must not grow with every short-lived outside caller)
+            for seen in self.callers_seen.values():
+                seen.discard(peer.unique_name)
+        for granted in self.grants.values():
+            granted.remove_granter(peer)
+        self.manager.on_disconnect(peer)
+
+    def restricts(self, peer) -> bool:
+        return peer.container is not None
+
+    def unicast(self, sender, target, msg, requested: bool):
+        if target is None:
+            return self._activation(sender, msg)
+        if target is self.bus.driver_peer:
+            return None  # driver calls are mediated per method (driver_call)
+        mtype = msg.type
+        if mtype == METHOD_RETURN or mtype == ERROR:
+            if requested or (sender.container is None and target.container is None):
+                return None
+            # Never into or out of a container; a mediated sender addressing
+            # a name it may not see gets what a missing name would give it.
+            if _mediated(sender) and not self.can_see(sender, msg.destination):
+                return HIDDEN
+            return DROP
+        error = self.check_unicast(sender, target, msg)
+        if error is None:
+            return None
+        if error.name in HIDDEN_NAME_ERRORS:
+            return HIDDEN
+        return Denial(error)
+
+    def receive(self, sender, receiver, msg, target=None) -> bool:
+        if target is not None:
+            return receiver.container is None  # nobody in a container eavesdrops
+        return self.allow_broadcast(sender, receiver, msg)
+
+    def driver_call(self, peer, method, msg, args):
+        inst = peer.container
+        if inst is None:
+            return None
+        if method.privileged:
+            self._log_once(inst, ("privileged", method.interface, method.member),
+                           "denied %s.%s to %s in container %s (type %s, name %r)",
+                           method.interface, method.member, peer.unique_name, inst.path, inst.type, inst.name)
+            raise DBusError(errors.ACCESS_DENIED,
+                            f"{method.interface}.{method.member} may not be called from inside a container "
+                            f"({inst.path}, {inst.type} {inst.name!r})")
+        if method.member == "AddMatch" and MatchRule(args[0]).eavesdrop:
+            self._log_once(inst, ("eavesdrop",), "denied eavesdropping match rule to %s in container %s "
+                           "(type %s, name %r)", peer.unique_name, inst.path, inst.type, inst.name)
+            raise DBusError(errors.ACCESS_DENIED, "Connections inside a container may not eavesdrop")
+        if inst.access is None:
+            return None
+        if method.member == "GetId" and method.interface == "org.freedesktop.DBus":
+            obs = Observation("GetId", peer.unique_name, DRIVER_NAME, (), DRIVER_PATH, method.interface,
+                              method.member)
+            err = self._deny(peer, obs, "learn the bus id")
+            if err is not None:
+                raise err
+        if method.access == OWN:
+            self.check_own(peer, args[0])
+        elif method.access == TALK:
+            self.check_start_service(peer, args[0])
+        return _View(self, peer) if method.filtered else None
+
+    def _activation(self, sender, msg):
+        """A message that would start its destination (no owner yet)."""
+        # A refused auto-start is answered as if nothing could be started.
+        if not _mediated(sender) or self.may_activate(sender, msg.destination):
+            return None
+        return HIDDEN
+
+    def _log_once(self, inst, key, fmt, *args) -> None:
+        """Log a denial once per instance and kind, like rule denials (_note):
+        a contained app must not be able to flood the log."""
+        logged = inst.denials_logged
+        if len(logged) < MAX_LOGGED_DENIALS and key not in logged:
+            logged.add(key)
+            log.warning(fmt, *args)
 
     # -- rule lookup -------------------------------------------------------------
 
@@ -86,10 +198,7 @@ class AccessControl:
         return found
 
     def _peer_by_name(self, name):
-        p = self.bus.peers.get(name)
-        if p is None and self.departing is not None and self.departing.unique_name == name:
-            p = self.departing
-        return p
+        return self.bus.peers.get(name)
 
     def _visible(self, viewer, name: str) -> bool:
         """Whether the rules let viewer see name (no recording, no log)."""
@@ -131,13 +240,6 @@ class AccessControl:
                 return False
         obs = Observation("see", viewer.unique_name, name, names, None, None, None)
         return self._note(inst, obs)
-
-    def filter_names(self, viewer, names):
-        """ListNames / ListActivatableNames: hidden names are left out, not
-        denied (nothing logged); learn mode lists everything."""
-        if not _mediated(viewer) or viewer.container.learner is not None:
-            return names
-        return [n for n in names if self._visible(viewer, n)]
 
     def _allows(self, inst, target_names, flag, path=None, interface=None, check_object=True) -> bool:
         # The first matching rule decides: no need to collect and de-duplicate
@@ -222,16 +324,15 @@ class AccessControl:
                 self.callers_seen.setdefault(target, set()).add(sender.unique_name)
         return None
 
-    def unrequested_reply(self, sender, target, msg):
-        """An unrequested reply crossing a container boundary is dropped; a
-        mediated sender addressing a name it may not see gets exactly what a
-        missing name would have given it (see Bus.route), nothing more."""
-        if _mediated(sender) and not self.can_see(sender, msg.destination):
-            return missing_name_error(msg)
-        return None
-
     def allow_broadcast(self, sender, receiver, msg) -> bool:
-        if not _mediated(receiver) or sender.container is receiver.container:
+        if sender.container is receiver.container:
+            return True
+        if msg.fds and _mediated(sender) and not self._allows(sender.container, _names_of(receiver),
+                                                               SEND_UNIX_FDS, check_object=False):
+            # fds leave an instance only where its rules say, broadcast or not
+            if not self._note(sender.container, _observe("fds", sender, receiver.unique_name, receiver, msg)):
+                return False
+        if not _mediated(receiver):
             return True
         inst = receiver.container
         if sender is self.bus.driver_peer:
@@ -258,14 +359,7 @@ class AccessControl:
             return True
         return self._note(inst, _observe("broadcast", receiver, sender.unique_name, sender, msg))
 
-    # -- driver hooks ----------------------------------------------------------
-
-    def check_driver_call(self, peer, iface, member, args) -> None:
-        if _mediated(peer) and iface == "org.freedesktop.DBus" and member == "GetId":
-            obs = Observation("GetId", peer.unique_name, DRIVER_NAME, (), DRIVER_PATH, iface, member)
-            err = self._deny(peer, obs, "learn the bus id")
-            if err is not None:
-                raise err
+    # -- driver checks ----------------------------------------------------------
 
     def check_own(self, peer, name: str) -> None:
         if _mediated(peer) and not self._allows(peer.container, (name,), OWN_BUS_NAME, check_object=False):
@@ -273,8 +367,6 @@ class AccessControl:
                              f"own the name {name}")
             if err is not None:
                 raise err
-
-    check_list_queued = check_own
 
     def check_start_service(self, peer, name: str) -> None:
         if _mediated(peer) and not self._allows(peer.container, (name,), CALL_METHODS, check_object=False):
@@ -293,53 +385,5 @@ class AccessControl:
 
     # -- bookkeeping -----------------------------------------------------------
 
-    def on_disconnect(self, peer) -> None:
-        self.callers_seen.pop(peer, None)
-        if self.callers_seen and peer.unique_name is not None:
-            # a caller that left is nobody's to see any more (and the sets
-            # must not grow with every short-lived outside caller)
-            for seen in self.callers_seen.values():
-                seen.discard(peer.unique_name)
-        for granted in self.grants.values():
-            granted.remove_granter(peer)
-
     def on_instance_removed(self, inst) -> None:
         self.grants.pop(inst.path, None)
-
-
-def _parse_grant_rules(rules, granter):
-    parsed = []
-    for i, (flags, path, interface) in enumerate(rules):
-        if flags & (BUS_NAME_IS_SUBTREE | OWN_BUS_NAME):
-            raise DBusError(errors.INVALID_ARGS, f"Access rule {i}: granted rules name the caller itself, "
-                            "so BUS_NAME_IS_SUBTREE and OWN_BUS_NAME make no sense")
-        validate_rule(i, flags, granter.unique_name, path, interface)
-        parsed.append(Rule(flags, granter.unique_name, path, interface, granter=granter))
-    return parsed
-
-
-def _grant_target(driver, path: str) -> str:
-    if path != ALL_INSTANCES:
-        driver.bus.containers.lookup(path)  # NotContainer if unknown
-    return path
-
-
-@method(IFACE_CONTAINERS, "GrantAccess", "oa(uos)", "")
-def _grant_access(driver, peer, msg, path, rules):
-    access = driver.bus.containers.access
-    key = _grant_target(driver, path)
-    ruleset = access.grants.setdefault(key, RuleSet())
-    for rule in _parse_grant_rules(rules, peer):
-        ruleset.add(rule)
-    return ()
-
-
-@method(IFACE_CONTAINERS, "RevokeAccess", "oa(uos)", "")
-def _revoke_access(driver, peer, msg, path, rules):
-    access = driver.bus.containers.access
-    key = _grant_target(driver, path)
-    ruleset = access.grants.get(key)
-    for rule in _parse_grant_rules(rules, peer):
-        if ruleset is not None:
-            ruleset.remove_one(*rule.as_tuple(), granter=peer)
-    return ()

@@ -3,7 +3,7 @@ instances on a running bus, through a tiny blocking client of our own
 (SASL EXTERNAL over a unix socket, sandbus.wire marshalling).
 
 The Flatpak / xdg-dbus-proxy shorthand (--see/--talk/--own/--call/
---broadcast) compiles to Allow rules (DESIGN.md section 3).
+--broadcast) compiles to Allow rules (docs/containers.md).
 
 Learn mode: `add --learn` creates an instance that records what its rules
 would deny instead of denying it; `rules PATH` (or ending `add --learn`

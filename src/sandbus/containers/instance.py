@@ -58,6 +58,9 @@ class ContainerInstance:
     def on_change(self) -> None:  # replaced by the manager
         pass
 
+    def on_listener_failed(self) -> None:  # replaced by the manager
+        pass
+
     def summary(self) -> dict:
         return {"path": self.path, "type": self.type, "name": self.name,
                 "creator": self.creator_name, "connections": len(self.connections),

@@ -7,22 +7,23 @@ user, on_exit) -> handle`` where ``handle.kill()`` kills the child and
 ``on_exit(kind, value)`` is called later (never from inside ``spawn``) with
 ``("exited", status)``, ``("signaled", signo)``, ``("exec-failed", strerror)``
 or ``("setup-failed", text)``.  Timers come from ``bus.call_later``.
+
+The daemon supplies the service entries too (*services*: ``lookup(name)``
+and ``names()``, config/services.py), and the environment children start
+with: this module reads no file and asks the system nothing.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import shlex
 
 from ..wire.message import NO_REPLY_EXPECTED, SIGNAL, Message, build_message
-from ..wire.names import is_valid_bus_name
 from . import errors
 from .errors import DBusError
 
 log = logging.getLogger("sandbus.activation")
 
-SERVICE_SECTION = "D-BUS Service"
 SYSTEMD_NAME = "org.freedesktop.systemd1"
 SYSTEMD_ACTIVATOR = "org.freedesktop.systemd1.Activator"
 DRIVER_NAME = "org.freedesktop.DBus"
@@ -42,67 +43,6 @@ START_REPLY_SUCCESS = 1
 _NOT_INHERITED = ("JOURNAL_STREAM", "LISTEN_FDNAMES", "LISTEN_FDS", "LISTEN_PID", "NOTIFY_SOCKET", "INVOCATION_ID")
 
 
-# -- .service files --------------------------------------------------------------
-
-class ServiceFileError(ValueError):
-    pass
-
-
-def parse_desktop_file(text: str) -> dict:
-    """{section: {key: value}} of a desktop-entry style file."""
-    sections = {}
-    current = None
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("["):
-            if not line.endswith("]") or len(line) < 3:
-                raise ServiceFileError(f"invalid section header at line {lineno}")
-            current = sections.setdefault(line[1:-1], {})
-            continue
-        if current is None:
-            raise ServiceFileError(f"key outside any section at line {lineno}")
-        key, sep, value = line.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ServiceFileError(f"invalid line {lineno}: {raw!r}")
-        current[key] = value.strip()
-    return sections
-
-
-class ServiceEntry:
-    __slots__ = ("name", "exec", "user", "systemd_service", "assumed_apparmor_label", "path", "mtime")
-
-    def __init__(self, name, exec_, user=None, systemd_service=None, assumed_apparmor_label=None,
-                 path=None, mtime=None):
-        self.name = name
-        self.exec = exec_
-        self.user = user
-        self.systemd_service = systemd_service
-        self.assumed_apparmor_label = assumed_apparmor_label
-        self.path = path
-        self.mtime = mtime
-
-    def __repr__(self):
-        return f"ServiceEntry({self.name!r}, {self.exec!r})"
-
-
-def entry_from_text(text: str, path=None, mtime=None) -> ServiceEntry:
-    section = parse_desktop_file(text).get(SERVICE_SECTION)
-    if section is None:
-        raise ServiceFileError(f"no [{SERVICE_SECTION}] section")
-    name = section.get("Name")
-    if not name:
-        raise ServiceFileError("no Name= key")
-    if not is_valid_bus_name(name) or name.startswith(":"):
-        raise ServiceFileError(f"Name={name} is not a valid well-known bus name")
-    if "Exec" not in section:
-        raise ServiceFileError("no Exec= key")
-    return ServiceEntry(name, section["Exec"], section.get("User"), section.get("SystemdService"),
-                        section.get("AssumedAppArmorLabel"), path, mtime)
-
-
 def parse_exec(command: str) -> list:
     """Split an Exec= line as dbus-daemon's _dbus_shell_parse_argv does
     (POSIX shell quoting, backslash escapes, # comments)."""
@@ -114,78 +54,6 @@ def parse_exec(command: str) -> list:
         raise DBusError(errors.INVALID_ARGS, "Text was empty (or contained only whitespace)")
     return argv
 
-
-class ServiceCache:
-    """The .service files of a list of directories (earlier directories win;
-    within a directory the first file in name order wins).  Files are re-read
-    only when their mtime changes, as dbus-daemon does."""
-
-    def __init__(self, dirs):
-        self.dirs = [(d, False) if isinstance(d, str) else (d.path, d.strict_naming) for d in dirs]
-        self.entries = {}  # bus name -> ServiceEntry
-        self._files = {}  # path -> (mtime, ServiceEntry or None)
-
-    def scan(self) -> None:
-        entries = {}
-        files = {}
-        for directory, strict in self.dirs:
-            try:
-                names = sorted(os.listdir(directory))
-            except OSError:
-                continue
-            for fname in names:
-                if not fname.endswith(".service"):
-                    continue
-                path = os.path.join(directory, fname)
-                try:
-                    mtime = os.stat(path).st_mtime_ns
-                except OSError:
-                    continue
-                cached = self._files.get(path)
-                if cached is not None and cached[0] == mtime:
-                    entry = cached[1]
-                else:
-                    entry = self._load(path, mtime)
-                files[path] = (mtime, entry)
-                if entry is None:
-                    continue
-                if strict and fname != entry.name + ".service":
-                    log.warning('Service file "%s" should have been named "%s.service": not loading it',
-                                path, entry.name)
-                    continue
-                if entry.name in entries:
-                    log.info("Service %s already exists in activation entry list (ignoring %s)", entry.name, path)
-                    continue
-                entries[entry.name] = entry
-        self.entries = entries
-        self._files = files
-
-    @staticmethod
-    def _load(path: str, mtime):
-        try:
-            with open(path, encoding="utf-8", errors="strict") as f:
-                text = f.read()
-            return entry_from_text(text, path, mtime)
-        except (OSError, UnicodeDecodeError, ServiceFileError) as e:
-            log.warning("ignoring service file %s: %s", path, e)
-            return None
-
-    def lookup(self, name: str):
-        """The entry for name, re-checking its file (or rescanning on a miss)
-        as dbus-daemon's activation_find_entry does."""
-        entry = self.entries.get(name)
-        if entry is not None:
-            try:
-                fresh = os.stat(entry.path).st_mtime_ns == entry.mtime
-            except OSError:
-                fresh = False
-            if fresh:
-                return entry
-        self.scan()
-        return self.entries.get(name)
-
-    def names(self):
-        return list(self.entries)
 
 
 # -- pending activations -----------------------------------------------------------
@@ -210,18 +78,20 @@ class PendingActivation:
 
 
 class Activation:
-    def __init__(self, bus, servicedirs=(), spawner=None, *, systemd_activation: bool = False,
-                 environ=None, address: str = ""):
+    def __init__(self, bus, services, spawner=None, *, systemd_activation: bool = False,
+                 environ=None, address: str = "", dup_fds=None):
         self.bus = bus
         self.spawner = spawner
         self.systemd_activation = systemd_activation
         self.address = address
-        env = dict(os.environ if environ is None else environ)
+        env = dict(environ or {})
         for key in _NOT_INHERITED:
             env.pop(key, None)
         self.environment = env
-        self.cache = ServiceCache(servicedirs)
-        self.cache.scan()
+        self.cache = services
+        # Queued messages outlive the read that brought their fds: the io
+        # layer gives the queue copies of its own.
+        self.dup_fds = dup_fds or list
         self.pending = {}  # name -> PendingActivation
         self.n_queued = 0  # dbus-daemon's n_pending_activations: queued requests
 
@@ -243,20 +113,14 @@ class Activation:
         except DBusError as e:
             self.bus.send_error_to(sender, msg.serial, e.name, e.message)
 
-    def start_by_name(self, peer, msg, name):
+    def start_by_name(self, peer, msg, name) -> None:
         """StartServiceByName: the reply (1 = STARTED) is sent once the name
         appears; failures raise DBusError now or are sent later."""
-        from .driver import DEFERRED
         self._activate(peer, msg, name, auto=False)
-        return DEFERRED
 
-    def update_environment(self, env: dict) -> None:
-        self.environment.update(env)
-
-    def reload(self, servicedirs) -> None:
-        """ReloadConfig / SIGHUP: rescan; pending activations survive."""
-        self.cache = ServiceCache(servicedirs)
-        self.cache.scan()
+    def reload(self, services) -> None:
+        """ReloadConfig / SIGHUP: new entries; pending activations survive."""
+        self.cache = services
         self.bus.emit_signal("ActivatableServicesChanged", "", ())
 
     # -- the bus's hooks -------------------------------------------------------------
@@ -323,12 +187,8 @@ class Activation:
             entry = self.cache.lookup(name)
             if entry is None:
                 raise errors.service_unknown(name)
-        if auto and conn is not None and conn.send_policy is not None and bus.settings.policy is not None:
-            denial = bus.settings.policy.denial(bus, conn, None, msg)
-            if denial is not None:
-                raise DBusError(errors.ACCESS_DENIED, denial)
         if auto:
-            msg = _own_copy(msg)
+            msg = self._own_copy(msg)
         queued = _Queued(conn, msg, auto)
         pending = self.pending.get(name)
         if pending is not None:
@@ -451,6 +311,14 @@ class Activation:
                 self.bus.release_fds(q.msg.fds)
                 q.msg.fds = []
 
+    def _own_copy(self, msg):
+        """The bus closes a message's fds once routing returns: keep duplicates."""
+        if msg.fds or not isinstance(msg.data, bytes):
+            copy = Message(bytes(msg.data))
+            copy.fds = self.dup_fds(msg.fds) if msg.fds else []
+            return copy
+        return msg
+
     def _finish(self, pending) -> None:
         self.n_queued -= len(pending.queue)
         if pending.timer is not None:
@@ -458,14 +326,4 @@ class Activation:
             pending.timer = None
 
 
-def _own_copy(msg):
-    """The bus closes a message's fds once routing returns: keep duplicates."""
-    if msg.fds or not isinstance(msg.data, bytes):
-        copy = Message(bytes(msg.data))
-        copy.fds = [os.dup(fd) for fd in msg.fds] if msg.fds else []
-        return copy
-    return msg
-
-
-__all__ = ["Activation", "ServiceCache", "ServiceEntry", "ServiceFileError", "entry_from_text",
-           "parse_desktop_file", "parse_exec"]
+__all__ = ["Activation", "parse_exec"]

@@ -4,10 +4,11 @@ tracking), broadcast through the match index, copies to monitors and
 eavesdroppers."""
 
 import logging
-import os
 
 from ..wire.message import (
     ERROR,
+    FIELD_CONTAINER_INSTANCE,
+    FIELD_SENDER,
     METHOD_CALL,
     METHOD_RETURN,
     NO_REPLY_EXPECTED,
@@ -15,13 +16,17 @@ from ..wire.message import (
     Message,
     ProtocolError,
     build_message,
+    string_field,
 )
 from . import errors
 from .errors import DBusError
 from ..config.model import Limits
 from .match import MatchIndex
+from .mediation import HIDDEN, NO_MEDIATION
+from .monitors import Monitors
 from .names import NameRegistry
 from .peer import BusPseudoPeer, Credentials, Peer
+from .replies import ReplyTracker
 
 log = logging.getLogger("sandbus.bus")
 
@@ -29,28 +34,31 @@ DRIVER_NAME = "org.freedesktop.DBus"
 DRIVER_PATH = "/org/freedesktop/DBus"
 DRIVER_INTERFACE = "org.freedesktop.DBus"
 PEER_INTERFACE = "org.freedesktop.DBus.Peer"
-HIDDEN_NAME_ERRORS = (errors.SERVICE_UNKNOWN, errors.NAME_HAS_NO_OWNER)
+
+# CONTAINER_INSTANCE for messages from outside any container instance, and
+# SENDER for the bus's own messages, marshalled once per byte order.
+UNCONTAINED_FIELDS = {e: string_field(FIELD_CONTAINER_INSTANCE, "/", e, "o") for e in "lB"}
+DRIVER_SENDER_FIELDS = {e: string_field(FIELD_SENDER, DRIVER_NAME, e) for e in "lB"}
 
 
 class BusSettings:
+    """What the bus is told about itself; the daemon supplies the process
+    facts (bus_uid, bus_pid), so the core asks the system nothing."""
+
     def __init__(self, guid: str, machine_id: str, *, bus_type: str = "session",
-                 limits: Limits = None, bus_uid: int = None, bus_pid: int = None,
-                 policy=None, activation=None, features=None):
+                 limits: Limits = None, bus_uid: int = None, bus_pid: int = None, activation=None):
         self.guid = guid
         self.machine_id = machine_id
         self.bus_type = bus_type
         self.limits = limits or Limits.defaults(bus_type)
-        self.bus_uid = os.getuid() if bus_uid is None else bus_uid
-        self.bus_pid = os.getpid() if bus_pid is None else bus_pid
-        self.policy = policy
+        self.bus_uid = bus_uid
+        self.bus_pid = bus_pid
         self.activation = activation
 
 
 class Bus:
-    def __init__(self, settings: BusSettings, release_fds=None):
-        # The driver and the containers layer need Bus; import here to keep one direction.
-        from ..containers.manager import ContainerManager
-        from .driver import Driver
+    def __init__(self, settings: BusSettings, release_fds=None, mediation=None):
+        from .driver import Driver  # the driver needs Bus; import here to keep one direction
 
         self.settings = settings
         self.limits = settings.limits
@@ -59,27 +67,30 @@ class Bus:
         self.registry = NameRegistry()
         self.matches = MatchIndex()
         self.eavesdrop_rules = []  # rules with eavesdrop='true', checked for unicast
-        self.monitors = []
+        self.monitors = Monitors(self)
+        self.replies = ReplyTracker(self)
         self.driver_peer = BusPseudoPeer(DRIVER_NAME)
         self._next_peer_id = 0
         self._next_unique = 0
         self._serial = 0
-        self.release_fds = release_fds or _close_fds
+        # The io layer owns fds: it says how to let go of the ones a message carried.
+        self.release_fds = release_fds or (lambda fds: None)
+        self.mediation = mediation or NO_MEDIATION
         self.driver = Driver(self)
-        self.containers = ContainerManager(self)
         # Timers come from the io layer: call_later(seconds, fn, *args) -> handle with cancel().
         self.call_later = None
+
+    def set_mediation(self, mediation) -> None:
+        """Before any peer connects (peers already there keep their verdicts)."""
+        self.mediation = mediation
 
     # -- connections -----------------------------------------------------------
 
     def connect(self, sink, creds: Credentials, unix_fds: bool, listener=None) -> Peer:
         self._next_peer_id += 1
         peer = Peer(self._next_peer_id, sink, creds, unix_fds, listener)
-        if self.settings.policy is not None:
-            self.settings.policy.attach(peer)
         self.connections.add(peer)
-        if listener is not None and listener.container is not None:
-            self.containers.on_connect(peer, listener.container)
+        self.mediation.connected(peer, listener)
         return peer
 
     def new_unique_name(self) -> str:
@@ -100,35 +111,17 @@ class Bus:
         peer.rules = []
         if peer.is_monitor:
             self.monitors.remove(peer)
-        # Calls it never answered: their callers get NoReply.
-        expected = peer.expected_replies
-        peer.expected_replies = {}
-        for (caller, serial), timer in expected.items():
-            if timer is not True:
-                timer.cancel()
-            caller.pending_calls -= 1
-            if not caller.closed:
-                self.send_error_to(caller, serial, errors.NO_REPLY,
-                                   "Message recipient disconnected from message bus without replying")
-        if peer.unique_name is not None and not peer.is_monitor:
-            del self.peers[peer.unique_name]
-            self.containers.access.departing = peer
+        self.replies.callee_left(peer)
+        self.replies.caller_left(peer)
+        unique = peer.unique_name
+        if unique is not None and not peer.is_monitor:
+            # Announced while the peer is still known, so that mediators can
+            # decide who may see its names go; it receives nothing any more.
             for change in self.registry.drop_peer(peer):
                 self.announce(change)
-            self.emit_name_owner_changed(peer.unique_name, peer.unique_name, "")
-            self.containers.access.departing = None
-        self.containers.on_disconnect(peer)
-        self.driver.on_disconnect(peer)
-
-    def _reply_timed_out(self, callee: Peer, caller: Peer, serial: int) -> None:
-        if callee.expected_replies.pop((caller, serial), None) is None:
-            return
-        caller.pending_calls -= 1
-        if not caller.closed:
-            self.send_error_to(caller, serial, errors.NO_REPLY,
-                               "Did not receive a reply. Possible causes include: the remote application did "
-                               "not send a reply, the message bus security policy blocked the reply, the reply "
-                               "timeout expired, or the network connection was broken.")
+            self.emit_name_owner_changed(unique, unique, "")
+            del self.peers[unique]
+        self.mediation.disconnected(peer)
 
     def kick(self, peer: Peer, reason: str) -> None:
         """Disconnect a misbehaving peer, and only it."""
@@ -166,13 +159,7 @@ class Bus:
 
     def route(self, sender: Peer, msg: Message) -> None:
         if sender.unique_name is None:
-            if msg.destination == DRIVER_NAME and msg.member == "Hello" and msg.type == METHOD_CALL \
-                    and msg.interface in (None, DRIVER_INTERFACE):
-                self.driver.hello(sender, msg)
-            else:
-                # dbus-daemon's answer, addressed to its placeholder name
-                self._send_error(sender, ":not.active.yet", msg.serial, errors.ACCESS_DENIED,
-                                 "Client tried to send a message other than Hello without being registered")
+            self.driver.handle_unregistered(sender, msg)
             return
         if msg.type > SIGNAL:
             self.send_error_to(sender, msg.serial, errors.ACCESS_DENIED,
@@ -194,20 +181,19 @@ class Bus:
             self.broadcast(sender, msg)
             return
         if dest == DRIVER_NAME:
-            if sender.send_policy is not None:
-                denial = self.settings.policy.denial(self, sender, None, msg)
-                if denial is not None:
-                    if msg.expects_reply:
-                        self.send_error_to(sender, msg.serial, errors.ACCESS_DENIED, denial)
+            if sender.restricted:
+                verdict = self.mediation.unicast(sender, self.driver_peer, msg, False)
+                if verdict is not None:
+                    self._refuse(sender, msg, verdict)
                     return
             if self.monitors:
-                self.copy_to_monitors(sender, msg, None)
+                self.monitors.copy(sender, msg, None)
             self.driver.handle(sender, msg)
             return
         target = self.peers.get(dest) if dest[0] == ":" else self.peers.get(self._owner_name(dest))
         if target is None:
             if self.monitors:
-                self.copy_to_monitors(sender, msg, None)
+                self.monitors.copy(sender, msg, None)
             self.driver.deliver_to_missing(sender, msg)
             return
         self.unicast(sender, target, msg)
@@ -216,46 +202,32 @@ class Bus:
         owner = self.registry.owner(name)
         return owner.unique_name if owner is not None else None
 
+    def _refuse(self, sender: Peer, msg: Message, verdict) -> None:
+        """Answer what a mediator refused (core/mediation.py): a hidden name
+        takes the very path a missing one takes."""
+        if verdict is HIDDEN:
+            if self.monitors:
+                self.monitors.copy(sender, msg, None)
+            self.driver.deliver_to_missing(sender, msg)
+            return
+        error = verdict.error
+        if error is not None and (verdict.always or msg.expects_reply):
+            self.send_error_to(sender, msg.serial, error.name, error.message)
+
     def unicast(self, sender: Peer, target: Peer, msg: Message) -> None:
         mtype = msg.type
         if mtype == METHOD_RETURN or mtype == ERROR:
-            key = (target, msg.reply_serial)
-            timer = sender.expected_replies.pop(key, None)
-            requested = timer is not None
-            if requested:
-                target.pending_calls -= 1
-                if timer is not True:
-                    timer.cancel()
-            elif sender.container is not None or target.container is not None:
-                # Never into or out of a container; the containers layer says
-                # whether the sender is owed the answer a missing name gets.
-                error = self.containers.unrequested_reply(sender, target, msg)
-                if error is not None:
-                    self.send_error_to(sender, msg.serial, error.name, error.message)
-                return
-            elif self.settings.policy is None:
-                # Without a policy saying otherwise only a reply to an
-                # outstanding call gets through.
-                log.debug("dropping unrequested reply from %s to %s", sender.unique_name, target.unique_name)
-                return
-            if not requested or sender.send_policy is not None or target.receive_policy is not None:
-                denial = self.settings.policy.denial(self, sender, target, msg, requested)
-                if denial is not None:
-                    self.send_error_to(sender, msg.serial, errors.ACCESS_DENIED, denial)
+            requested = self.replies.take(sender, target, msg.reply_serial)
+            if not requested or sender.restricted or target.restricted:
+                verdict = self.mediation.unicast(sender, target, msg, requested)
+                if verdict is not None:
+                    self._refuse(sender, msg, verdict)
                     return
         else:
-            if sender.container is not None or target.container is not None:
-                denial = self.containers.check_unicast(sender, target, msg)
-                if denial is not None:
-                    # A hidden name is answered like a missing one, whatever the flags.
-                    if msg.expects_reply or denial.name in HIDDEN_NAME_ERRORS:
-                        self.send_error_to(sender, msg.serial, denial.name, denial.message)
-                    return
-            if sender.send_policy is not None or target.receive_policy is not None:
-                denial = self.settings.policy.denial(self, sender, target, msg)
-                if denial is not None:
-                    if msg.expects_reply:
-                        self.send_error_to(sender, msg.serial, errors.ACCESS_DENIED, denial)
+            if sender.restricted or target.restricted:
+                verdict = self.mediation.unicast(sender, target, msg, False)
+                if verdict is not None:
+                    self._refuse(sender, msg, verdict)
                     return
             if mtype == METHOD_CALL and not msg.flags & 1:
                 if target.sink.queued_bytes > self.limits.max_outgoing_bytes:
@@ -272,13 +244,10 @@ class Bus:
                                    "Tried to send message with Unix file descriptors to a client that doesn't support that.")
             return
         if mtype == METHOD_CALL and not msg.flags & 1:
-            timeout = self.limits.reply_timeout
-            target.expected_replies[(sender, msg.serial)] = True if timeout < 0 or self.call_later is None \
-                else self.call_later(timeout / 1000.0, self._reply_timed_out, target, sender, msg.serial)
-            sender.pending_calls += 1
+            self.replies.expect(sender, target, msg.serial)
         self._send(sender, target, msg)
         if self.monitors:
-            self.copy_to_monitors(sender, msg, target)
+            self.monitors.copy(sender, msg, target)
         if self.eavesdrop_rules:
             self._copy_to_eavesdroppers(sender, msg, target)
 
@@ -296,17 +265,21 @@ class Bus:
         if target.sink.queued_bytes > self.limits.max_outgoing_bytes and self._queue_full(target, msg.type):
             return
         if target.wants_instance_header:
-            data = msg.forwarded(sender.sender_fields[msg.endian],
-                                 self.containers.instance_field(sender, msg.endian))
+            e = msg.endian
+            data = msg.forwarded(sender.sender_fields[e], (sender.instance_field or UNCONTAINED_FIELDS)[e])
         else:
             data = msg.forwarded(sender.sender_fields[msg.endian])
         target.sink.send(data, msg.fds)
+
+    def _stamped(self, msg: Message) -> bytes:
+        """A bus message for a peer that asked for CONTAINER_INSTANCE."""
+        return msg.forwarded(DRIVER_SENDER_FIELDS[msg.endian], UNCONTAINED_FIELDS[msg.endian])
 
     def broadcast(self, sender, msg: Message) -> None:
         candidates = self.matches.candidates(msg, sender)
         if candidates:
             delivered = set()
-            containers = self.containers
+            mediation = self.mediation
             for rule in candidates:
                 p = rule.owner
                 if p in delivered:
@@ -315,54 +288,35 @@ class Bus:
                     delivered.add(p)
                     if msg.fds and not p.unix_fds:
                         continue
-                    if (sender.container is not None or p.container is not None) \
-                            and not containers.allow_broadcast(sender, p, msg):
-                        continue
-                    if (p.receive_policy is not None or sender.send_policy is not None) \
-                            and self.settings.policy.denial(self, sender, p, msg) is not None:
+                    if (sender.restricted or p.restricted) and not mediation.receive(sender, p, msg):
                         continue
                     self._deliver_any(sender, p, msg)
         if self.monitors:
-            self.copy_to_monitors(sender, msg, None)
+            self.monitors.copy(sender, msg, None)
 
     def _deliver_any(self, sender, target: Peer, msg: Message) -> None:
         if sender is self.driver_peer:
             if self._queue_full(target, msg.type):
                 return
-            if target.wants_instance_header:
-                target.sink.send(self.containers.stamp_bus_message(msg), ())
-            else:
-                target.sink.send(msg.data, ())
+            target.sink.send(self._stamped(msg) if target.wants_instance_header else msg.data, ())
         else:
             self._send(sender, target, msg)
 
     def _copy_to_eavesdroppers(self, sender, msg: Message, target) -> None:
         recipient = target.unique_name if target is not None else None
         done = set()
+        mediation = self.mediation
         for rule in self.eavesdrop_rules:
             p = rule.owner
             if p is target or p in done:
                 continue
             if rule.matches(msg, sender, recipient):
                 done.add(p)
-                if msg.fds and not p.unix_fds or p.container is not None:
+                if msg.fds and not p.unix_fds:
                     continue
-                if p.receive_policy is not None and self.settings.policy.denial(
-                        self, sender, target, msg, True, eavesdropping=True) is not None:
+                if (sender.restricted or p.restricted) and not mediation.receive(sender, p, msg, target):
                     continue
                 self._deliver_any(sender, p, msg)
-
-    def copy_to_monitors(self, sender, msg: Message, target) -> None:
-        recipient = target.unique_name if target is not None else None
-        if sender is self.driver_peer:
-            data = msg.data
-        else:
-            data = msg.forwarded(sender.sender_fields[msg.endian])
-        for mon in self.monitors:
-            rules = mon.monitor_rules
-            if rules and not any(r.matches(msg, sender, recipient) for r in rules):
-                continue
-            mon.sink.send(data, msg.fds if mon.unix_fds else ())
 
     # -- match rules -----------------------------------------------------------
 
@@ -394,11 +348,11 @@ class Bus:
         if target.wants_instance_header or self.monitors:
             msg = Message(data)
             if target.wants_instance_header:
-                target.sink.send(self.containers.stamp_bus_message(msg), fds)
+                target.sink.send(self._stamped(msg), fds)
             else:
                 target.sink.send(data, fds)
             if self.monitors:
-                self.copy_to_monitors(self.driver_peer, msg, target)
+                self.monitors.copy(self.driver_peer, msg, target)
         else:
             target.sink.send(data, fds)
 
@@ -439,12 +393,4 @@ class Bus:
                 self.settings.activation.name_owned(change.name, new)
 
 
-def _close_fds(fds) -> None:
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
-
-__all__ = ["Bus", "BusSettings", "DBusError", "DRIVER_NAME"]
+__all__ = ["Bus", "BusSettings", "DBusError", "DRIVER_NAME", "UNCONTAINED_FIELDS"]

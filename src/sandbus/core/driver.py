@@ -10,6 +10,7 @@ from . import errors
 from .errors import DBusError
 from .introspect import driver_introspection
 from .match import MatchRule
+from .peer import Credentials
 
 log = logging.getLogger("sandbus.driver")
 
@@ -20,13 +21,18 @@ IFACE_INTROSPECTABLE = "org.freedesktop.DBus.Introspectable"
 IFACE_PEER = "org.freedesktop.DBus.Peer"
 IFACE_MONITORING = "org.freedesktop.DBus.Monitoring"
 IFACE_STATS = "org.freedesktop.DBus.Debug.Stats"
-IFACE_CONTAINERS = "org.freedesktop.DBus.Containers1"
+DRIVER_PATH = "/org/freedesktop/DBus"
 
 # Interfaces answered on any object path (as dbus-daemon does); the others
 # only on /org/freedesktop/DBus.
 _ANY_PATH = {IFACE_DBUS, IFACE_PROPERTIES, IFACE_INTROSPECTABLE, IFACE_PEER}
 
 FEATURES = ["ActivatableServicesChanged", "HeaderFiltering"]
+
+# What a mediator checks on a driver method's first argument before it runs
+# (DriverMethod.access): the caller may own the name, or talk to it.
+OWN = "own"
+TALK = "talk"
 
 
 def missing_name_error(msg) -> DBusError:
@@ -36,6 +42,41 @@ def missing_name_error(msg) -> DBusError:
     if not msg.flags & NO_AUTO_START:
         return errors.service_unknown(dest)
     return DBusError(errors.NAME_HAS_NO_OWNER, f'Name "{dest}" does not exist')
+
+
+class DriverMethod:
+    """One row of the driver's method table."""
+
+    __slots__ = ("interface", "member", "in_sig", "out_sig", "handler", "needs_hello", "privileged",
+                 "owner_only", "filtered", "access")
+
+    def __init__(self, interface, member, in_sig, out_sig, handler, *, needs_hello=True, privileged=False,
+                 owner_only=False, filtered=False, access=None):
+        self.interface = interface
+        self.member = member
+        self.in_sig = in_sig
+        self.out_sig = out_sig
+        self.handler = handler  # fn(driver, call, *args) -> values | Reply | DEFERRED
+        self.needs_hello = needs_hello  # False for Hello alone
+        self.privileged = privileged  # never from inside a container
+        self.owner_only = owner_only  # only the bus owner's uid or root
+        self.filtered = filtered  # a contained caller sees only the names its rules show it
+        self.access = access  # OWN / TALK: what the caller needs on the name in argument 0
+
+    def __repr__(self) -> str:
+        return f"<DriverMethod {self.interface}.{self.member}>"
+
+
+class Call:
+    """One driver call being answered: who, what, and which names the
+    caller may see (None: all of them)."""
+
+    __slots__ = ("peer", "msg", "view")
+
+    def __init__(self, peer, msg, view):
+        self.peer = peer
+        self.msg = msg
+        self.view = view
 
 
 class Reply:
@@ -52,15 +93,6 @@ class Reply:
 # A handler's answer when it will send the reply itself later (activation).
 DEFERRED = object()
 
-_METHODS = {}
-
-
-def method(interface: str, name: str, in_sig: str, out_sig: str):
-    def register(fn):
-        _METHODS[(interface, name)] = (in_sig, out_sig, fn)
-        return fn
-    return register
-
 
 def _no_such_name(what: str, name: str) -> DBusError:
     return DBusError(errors.NAME_HAS_NO_OWNER, f"Could not get {what} of name '{name}': no such name")
@@ -71,12 +103,43 @@ class Driver:
         self.bus = bus
         self.activation_environment = {}
         self.reload_config = None  # set by the daemon: () -> None, raises on failure
-        self.interfaces = [IFACE_MONITORING, IFACE_STATS, IFACE_CONTAINERS]
+        self.interfaces = [IFACE_MONITORING, IFACE_STATS]
+        self.properties = {IFACE_DBUS: self._bus_properties}  # interface -> () -> {name: Variant}
+        self.methods = {}  # (interface, member) -> DriverMethod
+        self._by_member = {}  # member -> DriverMethod, for calls without an interface
+        self.add_methods(METHODS)
+
+    def add_methods(self, rows, interface=None, properties=None) -> None:
+        """Add rows to the table (another layer's interface: containers)."""
+        for row in rows:
+            self.methods[(row.interface, row.member)] = row
+        if interface is not None and interface not in self.interfaces:
+            self.interfaces.append(interface)
+        if properties is not None:
+            self.properties[interface] = properties
+        # A call without an interface goes to the first interface that has
+        # the member, in the order the interfaces were added.
         self._by_member = {}
-        for (iface, member), entry in _METHODS.items():
-            self._by_member.setdefault(member, (iface, entry))
+        for row in self.methods.values():
+            self._by_member.setdefault(row.member, row)
 
     # -- dispatch --------------------------------------------------------------
+
+    def handle_unregistered(self, peer, msg) -> None:
+        """Before Hello only Hello is answered (dbus-daemon's error otherwise,
+        addressed to its placeholder name)."""
+        if msg.destination == DRIVER_NAME and msg.type == METHOD_CALL:
+            row = self._find(msg.interface, msg.member)
+            if row is not None and not row.needs_hello:
+                self.handle(peer, msg)
+                return
+        self.bus._send_error(peer, ":not.active.yet", msg.serial, errors.ACCESS_DENIED,
+                             "Client tried to send a message other than Hello without being registered")
+
+    def _find(self, iface, member):
+        if iface is None:
+            return self._by_member.get(member)
+        return self.methods.get((iface, member))
 
     def handle(self, peer, msg) -> None:
         if msg.type != METHOD_CALL:
@@ -87,33 +150,32 @@ class Driver:
                 self.bus.settings.activation.systemd_failure(peer, msg)
             return
         bus = self.bus
-        try:
-            # dbus-daemon validates every body it loads: a malformed one is
-            # a protocol violation, not an argument error.
-            args = msg.body()
-        except (MarshalError, ValueError) as e:
-            bus.kick(peer, f"malformed message body: {e}")
-            return
         member = msg.member
-        iface = msg.interface
-        if iface is None:
-            found = self._by_member.get(member)
-            entry = found[1] if found else None
-            iface = found[0] if found else None
-        else:
-            entry = _METHODS.get((iface, member))
         try:
+            # The method and its signature are checked before the body is
+            # read, and the body is parsed only when it is what the method
+            # takes: no other body costs the bus more than a glance.
+            row = self._find(msg.interface, member)
+            iface = row.interface if row is not None else msg.interface
             if iface is not None and not self._interface_here(iface, msg.path):
                 raise DBusError(errors.UNKNOWN_INTERFACE, f"{DRIVER_NAME} does not understand message {member}")
-            if entry is None:
+            if row is None:
                 raise DBusError(errors.UNKNOWN_METHOD, f"{DRIVER_NAME} does not understand message {member}")
-            in_sig, out_sig, fn = entry
-            if msg.signature != in_sig:
+            if msg.signature != row.in_sig:
                 raise DBusError(errors.INVALID_ARGS,
-                                f"Call to {member} has wrong args ({msg.signature}, expected {in_sig})")
-            if peer.container is not None:
-                bus.containers.check_driver_call(peer, iface, member, args)
-            result = fn(self, peer, msg, *args)
+                                f"Call to {member} has wrong args ({msg.signature}, expected {row.in_sig})")
+            try:
+                # dbus-daemon validates every body it loads: a malformed one is
+                # a protocol violation, not an argument error.
+                args = msg.body() if row.in_sig else ()
+            except (MarshalError, ValueError) as e:
+                bus.kick(peer, f"malformed message body: {e}")
+                return
+            view = bus.mediation.driver_call(peer, row, msg, args) if peer.restricted else None
+            if row.owner_only and not self.is_privileged(peer):
+                raise DBusError(errors.ACCESS_DENIED, f"{member} is only allowed for the bus owner or root, "
+                                f"and never from inside a container")
+            result = row.handler(self, Call(peer, msg, view), *args)
         except DBusError as e:
             # dbus-daemon answers even calls flagged NO_REPLY_EXPECTED.
             bus.send_error_to(peer, msg.serial, e.name, e.message)
@@ -125,17 +187,14 @@ class Driver:
         else:
             values, after, fds = result, None, ()
         if not peer.closed:
-            self.send_reply(peer, msg.serial, out_sig, values, fds)
+            self.send_reply(peer, msg.serial, row.out_sig, values, fds)
         if after is not None:
             after()
 
     def _interface_here(self, iface: str, path: str) -> bool:
         if iface in _ANY_PATH:
             return True
-        return iface in self.interfaces and path == "/org/freedesktop/DBus"
-
-    def _interface_enabled(self, iface: str) -> bool:
-        return iface in _ANY_PATH or iface in self.interfaces
+        return iface in self.interfaces and path == DRIVER_PATH
 
     def send_reply(self, peer, reply_serial: int, sig: str, values, fds=()) -> None:
         data = build_message(METHOD_RETURN, self.bus.next_serial(), flags=NO_REPLY_EXPECTED, reply_serial=reply_serial,
@@ -143,72 +202,81 @@ class Driver:
                              signature=sig, body=values, unix_fds=len(fds))
         self.bus.send_bus_message(peer, data, fds)
 
-    def hello(self, peer, msg) -> None:
-        bus = self.bus
-        name = bus.new_unique_name()
-        peer.register(name)
-        bus.peers[name] = peer
-        self.send_reply(peer, msg.serial, "s", (name,))
-        bus.emit_name_owner_changed(name, "", name)
-        bus.emit_signal("NameAcquired", "s", (name,), destination=peer)
-
     def deliver_to_missing(self, sender, msg) -> None:
-        """A message to a name nobody owns: activate, or answer as dbus-daemon
-        does (whatever the message's type and NO_REPLY_EXPECTED flag)."""
+        """A message to a name nobody owns (or one the sender may not see):
+        activate, or answer as dbus-daemon does (whatever the message's type
+        and NO_REPLY_EXPECTED flag)."""
         bus = self.bus
         activation = bus.settings.activation
         dest = msg.destination
         if msg.type == METHOD_CALL and not msg.flags & NO_AUTO_START:
-            if activation is not None and dest[0] != ":" and activation.can_activate(dest) \
-                    and bus.containers.access.may_activate(sender, dest):
-                activation.activate_for_message(sender, msg)
-                return
+            if activation is not None and dest[0] != ":" and activation.can_activate(dest):
+                verdict = bus.mediation.unicast(sender, None, msg, False) if sender.restricted else None
+                if verdict is None:
+                    activation.activate_for_message(sender, msg)
+                    return
+                if verdict.error is not None:
+                    bus.send_error_to(sender, msg.serial, verdict.error.name, verdict.error.message)
+                    return
         e = missing_name_error(msg)
         bus.send_error_to(sender, msg.serial, e.name, e.message)
 
-    def on_disconnect(self, peer) -> None:
-        pass
-
     # -- helpers ---------------------------------------------------------------
 
-    def lookup(self, name: str):
-        """The peer owning name (unique or well-known), or None."""
+    def lookup(self, name: str, view=None):
+        """The peer owning name (unique or well-known), or None: also when
+        view, the caller's view of names, hides it.  The one place where
+        "hidden" becomes "missing" for every driver method."""
         bus = self.bus
-        if name.startswith(":"):
-            return bus.peers.get(name)
-        return bus.registry.owner(name)
+        owner = bus.peers.get(name) if name.startswith(":") else bus.registry.owner(name)
+        if view is not None and not view.sees(name, owner):
+            return None
+        return owner
+
+    def visible_names(self, names, view):
+        if view is None:
+            return names
+        return [n for n in names if n == DRIVER_NAME or view.sees(n, self.lookup(n))]
 
     def is_privileged(self, peer) -> bool:
         uid = peer.creds.uid
         return uid == 0 or uid == self.bus.settings.bus_uid
 
-    def require_privileged(self, peer, what: str) -> None:
-        if peer.container is not None or not self.is_privileged(peer):
-            raise DBusError(errors.ACCESS_DENIED, f"{what} is only allowed for the bus owner or root, "
-                            f"and never from inside a container")
-
-    def credentials_of(self, name: str, what: str):
+    def credentials_of(self, name: str, what: str, view=None):
         if name == DRIVER_NAME:
             settings = self.bus.settings
-            from .peer import Credentials
             return Credentials(uid=settings.bus_uid, pid=settings.bus_pid)
-        peer = self.lookup(name)
+        peer = self.lookup(name, view)
         if peer is None:
             raise _no_such_name(what, name)
         return peer.creds
 
+    def _bus_properties(self) -> dict:
+        return {"Features": Variant("as", list(FEATURES)),
+                "Interfaces": Variant("as", list(self.interfaces))}
+
 
 # -- org.freedesktop.DBus ---------------------------------------------------------
 
-@method(IFACE_DBUS, "Hello", "", "s")
-def _hello_again(driver, peer, msg):
-    raise DBusError(errors.FAILED, "Already handled an Hello message")
-
-
-@method(IFACE_DBUS, "RequestName", "su", "u")
-def _request_name(driver, peer, msg, name, flags):
+def _hello(driver, call):
+    peer = call.peer
+    if peer.unique_name is not None:
+        raise DBusError(errors.FAILED, "Already handled an Hello message")
     bus = driver.bus
-    bus.containers.check_own(peer, name)
+    name = bus.new_unique_name()
+    peer.register(name)
+    bus.peers[name] = peer
+    return Reply((name,), after=lambda: _announce_hello(bus, peer, name))
+
+
+def _announce_hello(bus, peer, name) -> None:
+    bus.emit_name_owner_changed(name, "", name)
+    bus.emit_signal("NameAcquired", "s", (name,), destination=peer)
+
+
+def _request_name(driver, call, name, flags):
+    bus = driver.bus
+    peer = call.peer
     if not is_valid_bus_name(name):
         raise DBusError(errors.INVALID_ARGS, f'Requested bus name "{name}" is not valid')
     if name.startswith(":"):
@@ -216,6 +284,8 @@ def _request_name(driver, peer, msg, name, flags):
     if name == DRIVER_NAME:
         raise DBusError(errors.INVALID_ARGS, f'Connection "{peer.unique_name}" is not allowed to own the '
                         f'service "{DRIVER_NAME}"because it is reserved for D-Bus\' use only')
+    # The XML policy's own rules are checked after the name's syntax, as in
+    # dbus-daemon (the containers' OWN rule is checked before anything).
     if peer.policy is not None and not peer.policy.can_own(name):
         raise DBusError(errors.ACCESS_DENIED, f'Connection "{peer.unique_name}" is not allowed to own the '
                         f'service "{name}" due to security policies in the configuration file')
@@ -231,10 +301,8 @@ def _request_name(driver, peer, msg, name, flags):
     return (code,)
 
 
-@method(IFACE_DBUS, "ReleaseName", "s", "u")
-def _release_name(driver, peer, msg, name):
+def _release_name(driver, call, name):
     bus = driver.bus
-    bus.containers.check_own(peer, name)
     if not is_valid_bus_name(name):
         raise DBusError(errors.INVALID_ARGS, f'Given bus name "{name}" is not valid')
     if name.startswith(":"):
@@ -242,65 +310,56 @@ def _release_name(driver, peer, msg, name):
     if name == DRIVER_NAME:
         raise DBusError(errors.INVALID_ARGS,
                         f"Cannot release the {DRIVER_NAME} service because it is owned by the bus")
-    code, changes = bus.registry.release(peer, name)
+    code, changes = bus.registry.release(call.peer, name)
     for change in changes:
         bus.announce(change)
     return (code,)
 
 
-@method(IFACE_DBUS, "StartServiceByName", "su", "u")
-def _start_service_by_name(driver, peer, msg, name, flags):
+def _start_service_by_name(driver, call, name, flags):
     bus = driver.bus
-    bus.containers.check_start_service(peer, name)
-    if name != DRIVER_NAME and driver.lookup(name) is not None:
+    if name != DRIVER_NAME and driver.lookup(name, call.view) is not None:
         return (2,)  # DBUS_START_REPLY_ALREADY_RUNNING
     activation = bus.settings.activation
     if activation is not None and activation.can_activate(name):
-        return activation.start_by_name(peer, msg, name)
+        activation.start_by_name(call.peer, call.msg, name)
+        return DEFERRED
     raise errors.service_unknown(name)
 
 
-@method(IFACE_DBUS, "UpdateActivationEnvironment", "a{ss}", "")
-def _update_activation_environment(driver, peer, msg, env):
-    driver.require_privileged(peer, "UpdateActivationEnvironment")
+def _update_activation_environment(driver, call, env):
     driver.activation_environment.update(env)
     return ()
 
 
-@method(IFACE_DBUS, "NameHasOwner", "s", "b")
-def _name_has_owner(driver, peer, msg, name):
+def _name_has_owner(driver, call, name):
     if name == DRIVER_NAME:
         return (True,)
-    if not driver.bus.containers.can_see(peer, name):
-        return (False,)
-    return (driver.lookup(name) is not None,)
+    return (driver.lookup(name, call.view) is not None,)
 
 
-@method(IFACE_DBUS, "ListNames", "", "as")
-def _list_names(driver, peer, msg):
+def _list_names(driver, call):
     bus = driver.bus
     result = [DRIVER_NAME]
     result.extend(bus.registry.names())
     result.extend(bus.peers)
-    result = bus.containers.filter_names(peer, result)
-    return (result,)
+    return (driver.visible_names(result, call.view),)
 
 
-@method(IFACE_DBUS, "ListActivatableNames", "", "as")
-def _list_activatable_names(driver, peer, msg):
+def _list_activatable_names(driver, call):
     bus = driver.bus
     result = [DRIVER_NAME]
     if bus.settings.activation is not None:
         result.extend(bus.settings.activation.names())
-    result = bus.containers.filter_names(peer, result)
+    if call.view is not None:
+        result = [n for n in result if n == DRIVER_NAME or call.view.sees(n, None)]
     return (result,)
 
 
-@method(IFACE_DBUS, "AddMatch", "s", "")
-def _add_match(driver, peer, msg, text):
+def _add_match(driver, call, text):
     bus = driver.bus
+    peer = call.peer
     rule = MatchRule(text, owner=peer)
-    bus.containers.check_add_match(peer, rule)
     if len(peer.rules) >= bus.limits.max_match_rules_per_connection:
         raise DBusError(errors.LIMITS_EXCEEDED, "Connection \"%s\" is not allowed to add more match rules "
                         "(increase limits in configuration file if required; "
@@ -310,8 +369,8 @@ def _add_match(driver, peer, msg, text):
     return ()
 
 
-@method(IFACE_DBUS, "RemoveMatch", "s", "")
-def _remove_match(driver, peer, msg, text):
+def _remove_match(driver, call, text):
+    peer = call.peer
     wanted = MatchRule(text).key
     for rule in reversed(peer.rules):
         if rule.key == wanted:
@@ -320,28 +379,28 @@ def _remove_match(driver, peer, msg, text):
     raise DBusError(errors.MATCH_RULE_NOT_FOUND, "The given match rule wasn't found and can't be removed")
 
 
-@method(IFACE_DBUS, "GetNameOwner", "s", "s")
-def _get_name_owner(driver, peer, msg, name):
+def _get_name_owner(driver, call, name):
     if name == DRIVER_NAME:
         return (DRIVER_NAME,)
-    owner = driver.lookup(name)
-    hidden = not driver.bus.containers.can_see(peer, name)
-    if owner is None or hidden:
+    owner = driver.lookup(name, call.view)
+    if owner is None:
         raise _no_such_name("owner", name)
     return (owner.unique_name,)
 
 
-@method(IFACE_DBUS, "ListQueuedOwners", "s", "as")
-def _list_queued_owners(driver, peer, msg, name):
+def _list_queued_owners(driver, call, name):
     bus = driver.bus
-    bus.containers.check_list_queued(peer, name)
     if name == DRIVER_NAME:
         return ([DRIVER_NAME],)
     if name.startswith(":"):
-        if name in bus.peers:
+        if driver.lookup(name, call.view) is not None:
             return ([name],)
         raise _no_such_name("owners", name)
     queue = bus.registry.queue(name)
+    view = call.view
+    if view is not None:
+        # each queued owner is a peer the caller may or may not see
+        queue = [p for p in queue if view.sees(p.unique_name, p)]
     if not queue:
         raise _no_such_name("owners", name)
     return ([p.unique_name for p in queue],)
@@ -361,62 +420,54 @@ def credentials_dict(creds) -> dict:
     return result
 
 
-def _visible_creds(driver, peer, name, what):
-    if name != DRIVER_NAME \
-            and not driver.bus.containers.can_see(peer, name):
-        raise _no_such_name(what, name)
-    return driver.credentials_of(name, what)
-
-
-@method(IFACE_DBUS, "GetConnectionUnixUser", "s", "u")
-def _get_unix_user(driver, peer, msg, name):
-    creds = _visible_creds(driver, peer, name, "UID")
+def _get_unix_user(driver, call, name):
+    creds = driver.credentials_of(name, "UID", call.view)
     if creds.uid is None:
         raise DBusError(errors.FAILED, f"Could not determine UID for '{name}'")
     return (creds.uid,)
 
 
-@method(IFACE_DBUS, "GetConnectionUnixProcessID", "s", "u")
-def _get_unix_pid(driver, peer, msg, name):
-    creds = _visible_creds(driver, peer, name, "PID")
+def _get_unix_pid(driver, call, name):
+    creds = driver.credentials_of(name, "PID", call.view)
     if creds.pid is None:
         raise DBusError(errors.UNIX_PROCESS_ID_UNKNOWN, f"Could not determine PID for '{name}'")
     return (creds.pid,)
 
 
-@method(IFACE_DBUS, "GetAdtAuditSessionData", "s", "ay")
-def _get_adt(driver, peer, msg, name):
-    _visible_creds(driver, peer, name, "audit session data")
+def _get_adt(driver, call, name):
+    driver.credentials_of(name, "audit session data", call.view)
     raise DBusError(errors.ADT_AUDIT_DATA_UNKNOWN, f"Could not determine audit session data for '{name}'")
 
 
-@method(IFACE_DBUS, "GetConnectionSELinuxSecurityContext", "s", "ay")
-def _get_selinux(driver, peer, msg, name):
-    _visible_creds(driver, peer, name, "security context")
+def _get_selinux(driver, call, name):
+    driver.credentials_of(name, "security context", call.view)
     raise DBusError(errors.SELINUX_CONTEXT_UNKNOWN, f"Could not determine security context for '{name}'")
 
 
-@method(IFACE_DBUS, "GetConnectionCredentials", "s", "a{sv}")
-def _get_credentials(driver, peer, msg, name):
-    creds = _visible_creds(driver, peer, name, "credentials")
+def _get_credentials(driver, call, name):
+    peer = call.peer
+    creds = driver.credentials_of(name, "credentials", call.view)
     result = credentials_dict(creds)
     fds = ()
     target = driver.lookup(name) if name != DRIVER_NAME else None
     after = None
-    if target is not None and peer.unix_fds:
+    # A contained caller gets no handle on a process outside its own
+    # instance: a pidfd would let it signal or inspect that process
+    # (docs/containers.md); the ProcessID stays, as the kernel tells anyone.
+    if target is not None and peer.unix_fds and (peer.container is None or target.container is peer.container):
+        # the io layer's sink fetches a fresh pidfd on demand
         get_pidfd = getattr(target.sink, "pidfd", None)
         pidfd = get_pidfd() if get_pidfd is not None else None
         if pidfd is not None:
             result["ProcessFD"] = Variant("h", 0)
             fds = (pidfd,)
             after = lambda: driver.bus.release_fds(fds)  # the sink sent its own copy
-    if target is not None:
-        driver.bus.containers.add_credentials(target, result)
+    if target is not None and target.extra_credentials:
+        result.update(target.extra_credentials)
     return Reply((result,), fds=fds, after=after)
 
 
-@method(IFACE_DBUS, "ReloadConfig", "", "")
-def _reload_config(driver, peer, msg):
+def _reload_config(driver, call):
     if driver.reload_config is not None:
         try:
             driver.reload_config()
@@ -425,24 +476,18 @@ def _reload_config(driver, peer, msg):
     return ()
 
 
-@method(IFACE_DBUS, "GetId", "", "s")
-def _get_id(driver, peer, msg):
+def _get_id(driver, call):
     return (driver.bus.settings.guid,)
 
 
 # -- org.freedesktop.DBus.Properties ---------------------------------------------
 
 def _properties(driver, iface):
-    if iface == IFACE_DBUS:
-        return {"Features": Variant("as", list(FEATURES)),
-                "Interfaces": Variant("as", list(driver.interfaces))}
-    if iface == IFACE_CONTAINERS:
-        return driver.bus.containers.properties()
-    return None
+    props = driver.properties.get(iface)
+    return props() if props is not None else None
 
 
-@method(IFACE_PROPERTIES, "Get", "ss", "v")
-def _prop_get(driver, peer, msg, iface, prop):
+def _prop_get(driver, call, iface, prop):
     props = _properties(driver, iface)
     if props is None:
         raise DBusError(errors.UNKNOWN_INTERFACE, f'Interface "{iface}" not found')
@@ -451,16 +496,14 @@ def _prop_get(driver, peer, msg, iface, prop):
     return (props[prop],)
 
 
-@method(IFACE_PROPERTIES, "GetAll", "s", "a{sv}")
-def _prop_get_all(driver, peer, msg, iface):
+def _prop_get_all(driver, call, iface):
     props = _properties(driver, iface)
     if props is None:
         raise DBusError(errors.UNKNOWN_INTERFACE, f'Interface "{iface}" not found')
     return (props,)
 
 
-@method(IFACE_PROPERTIES, "Set", "ssv", "")
-def _prop_set(driver, peer, msg, iface, prop, value):
+def _prop_set(driver, call, iface, prop, value):
     props = _properties(driver, iface)
     if props is None:
         raise DBusError(errors.UNKNOWN_INTERFACE, f'Interface "{iface}" not found')
@@ -471,55 +514,32 @@ def _prop_set(driver, peer, msg, iface, prop, value):
 
 # -- Introspectable, Peer ----------------------------------------------------------
 
-@method(IFACE_INTROSPECTABLE, "Introspect", "", "s")
-def _introspect(driver, peer, msg):
-    return (driver_introspection(driver.interfaces, msg.path),)
+def _introspect(driver, call):
+    return (driver_introspection(driver.interfaces, call.msg.path),)
 
 
-@method(IFACE_PEER, "Ping", "", "")
-def _ping(driver, peer, msg):
+def _ping(driver, call):
     return ()
 
 
-@method(IFACE_PEER, "GetMachineId", "", "s")
-def _get_machine_id(driver, peer, msg):
-    override = driver.bus.containers.machine_id_for(peer)
-    if override is not None:
-        return (override,)
-    return (driver.bus.settings.machine_id,)
+def _get_machine_id(driver, call):
+    override = call.peer.machine_id
+    return (override if override is not None else driver.bus.settings.machine_id,)
 
 
 # -- Monitoring ----------------------------------------------------------------------
 
-@method(IFACE_MONITORING, "BecomeMonitor", "asu", "")
-def _become_monitor(driver, peer, msg, rules, flags):
-    driver.require_privileged(peer, "BecomeMonitor")
+def _become_monitor(driver, call, rules, flags):
     if flags != 0:
         raise DBusError(errors.INVALID_ARGS, "BecomeMonitor does not support any flags yet")
+    peer = call.peer
     parsed = [MatchRule(text, owner=peer) for text in rules]
-    return Reply((), after=lambda: _make_monitor(driver.bus, peer, parsed))
-
-
-def _make_monitor(bus, peer, rules) -> None:
-    # A monitor looks to everyone else as if it had disconnected.
-    for rule in list(peer.rules):
-        bus.remove_rule(peer, rule)
-    unique = peer.unique_name
-    for change in bus.registry.drop_peer(peer):
-        bus.announce(change)
-    bus.emit_signal("NameLost", "s", (unique,), destination=peer)
-    del bus.peers[unique]
-    peer.is_monitor = True
-    peer.monitor_rules = rules
-    bus.monitors.append(peer)
-    bus.emit_name_owner_changed(unique, unique, "")
+    return Reply((), after=lambda: driver.bus.monitors.add(peer, parsed))
 
 
 # -- Debug.Stats ---------------------------------------------------------------------
 
-@method(IFACE_STATS, "GetStats", "", "a{sv}")
-def _get_stats(driver, peer, msg):
-    driver.require_privileged(peer, "GetStats")
+def _get_stats(driver, call):
     bus = driver.bus
     return ({
         "Serial": Variant("u", bus._serial),
@@ -530,9 +550,7 @@ def _get_stats(driver, peer, msg):
     },)
 
 
-@method(IFACE_STATS, "GetConnectionStats", "s", "a{sv}")
-def _get_connection_stats(driver, peer, msg, name):
-    driver.require_privileged(peer, "GetConnectionStats")
+def _get_connection_stats(driver, call, name):
     target = driver.lookup(name)
     if target is None:
         raise _no_such_name("statistics", name)
@@ -546,13 +564,43 @@ def _get_connection_stats(driver, peer, msg, name):
     },)
 
 
-@method(IFACE_STATS, "GetAllMatchRules", "", "a{sas}")
-def _get_all_match_rules(driver, peer, msg):
-    driver.require_privileged(peer, "GetAllMatchRules")
+def _get_all_match_rules(driver, call):
     return ({p.unique_name: [r.text for r in p.rules] for p in driver.bus.peers.values()},)
 
 
-def register_methods(interface: str, table: dict) -> None:
-    """Let another layer (containers) add driver methods: {member: (in, out, fn)}."""
-    for member, (in_sig, out_sig, fn) in table.items():
-        _METHODS[(interface, member)] = (in_sig, out_sig, fn)
+# -- the table -------------------------------------------------------------------------
+
+_M = DriverMethod
+METHODS = (
+    # the order of interfaces decides where a call without an interface goes
+    _M(IFACE_DBUS, "Hello", "", "s", _hello, needs_hello=False),
+    _M(IFACE_DBUS, "RequestName", "su", "u", _request_name, access=OWN),
+    _M(IFACE_DBUS, "ReleaseName", "s", "u", _release_name, access=OWN),
+    _M(IFACE_DBUS, "StartServiceByName", "su", "u", _start_service_by_name, filtered=True, access=TALK),
+    _M(IFACE_DBUS, "UpdateActivationEnvironment", "a{ss}", "", _update_activation_environment,
+       privileged=True, owner_only=True),
+    _M(IFACE_DBUS, "NameHasOwner", "s", "b", _name_has_owner, filtered=True),
+    _M(IFACE_DBUS, "ListNames", "", "as", _list_names, filtered=True),
+    _M(IFACE_DBUS, "ListActivatableNames", "", "as", _list_activatable_names, filtered=True),
+    _M(IFACE_DBUS, "AddMatch", "s", "", _add_match),
+    _M(IFACE_DBUS, "RemoveMatch", "s", "", _remove_match),
+    _M(IFACE_DBUS, "GetNameOwner", "s", "s", _get_name_owner, filtered=True),
+    _M(IFACE_DBUS, "ListQueuedOwners", "s", "as", _list_queued_owners, filtered=True, access=OWN),
+    _M(IFACE_DBUS, "GetConnectionUnixUser", "s", "u", _get_unix_user, filtered=True),
+    _M(IFACE_DBUS, "GetConnectionUnixProcessID", "s", "u", _get_unix_pid, filtered=True),
+    _M(IFACE_DBUS, "GetAdtAuditSessionData", "s", "ay", _get_adt, filtered=True),
+    _M(IFACE_DBUS, "GetConnectionSELinuxSecurityContext", "s", "ay", _get_selinux, filtered=True),
+    _M(IFACE_DBUS, "GetConnectionCredentials", "s", "a{sv}", _get_credentials, filtered=True),
+    _M(IFACE_DBUS, "ReloadConfig", "", "", _reload_config, privileged=True),
+    _M(IFACE_DBUS, "GetId", "", "s", _get_id),
+    _M(IFACE_PROPERTIES, "Get", "ss", "v", _prop_get),
+    _M(IFACE_PROPERTIES, "GetAll", "s", "a{sv}", _prop_get_all),
+    _M(IFACE_PROPERTIES, "Set", "ssv", "", _prop_set),
+    _M(IFACE_INTROSPECTABLE, "Introspect", "", "s", _introspect),
+    _M(IFACE_PEER, "Ping", "", "", _ping),
+    _M(IFACE_PEER, "GetMachineId", "", "s", _get_machine_id),
+    _M(IFACE_MONITORING, "BecomeMonitor", "asu", "", _become_monitor, privileged=True, owner_only=True),
+    _M(IFACE_STATS, "GetStats", "", "a{sv}", _get_stats, privileged=True, owner_only=True),
+    _M(IFACE_STATS, "GetConnectionStats", "s", "a{sv}", _get_connection_stats, privileged=True, owner_only=True),
+    _M(IFACE_STATS, "GetAllMatchRules", "", "a{sas}", _get_all_match_rules, privileged=True, owner_only=True),
+)

@@ -1,4 +1,5 @@
-"""The XML policy (config.policy) applied to the bus's routing decisions.
+"""The XML policy (config.policy) as one of the bus's mediators
+(core/mediation.py).
 
 Each connection gets its compiled view once, at connect time; a view that
 allows everything (the stock session.conf) is dropped so the hot path pays
@@ -7,6 +8,7 @@ nothing for it."""
 import logging
 
 from ..config.policy import Creds, MessageFacts
+from .mediation import Mediator, access_denied
 
 log = logging.getLogger("sandbus.policy")
 
@@ -21,18 +23,49 @@ def _all_names(bus, peer) -> tuple:
     return (peer.unique_name, *bus.registry.names_of(peer))
 
 
-class PolicyEnforcer:
-    def __init__(self, policy):
+class PolicyEnforcer(Mediator):
+    # dbus-daemon's policy decides unrequested replies (send_requested_reply)
+    grants_unrequested_replies = True
+
+    def __init__(self, policy, bus):
         self.policy = policy
+        self.bus = bus
         self._logged = set()
 
-    def attach(self, peer) -> None:
+    def connected(self, peer, listener) -> None:
         creds = peer.creds
         view = self.policy.for_connection(Creds(uid=creds.uid if creds.uid is not None else -1,
                                                 gids=tuple(creds.gids or ())))
         peer.policy = view
         peer.send_policy = None if view.sends_unrestricted else view
         peer.receive_policy = None if view.receives_unrestricted else view
+
+    def restricts(self, peer) -> bool:
+        return peer.send_policy is not None or peer.receive_policy is not None
+
+    # -- the three questions (core/mediation.py) --------------------------------
+
+    def unicast(self, sender, target, msg, requested: bool):
+        activating = target is None
+        if target is self.bus.driver_peer:
+            target = None  # the driver has no receive policy
+        if requested and sender.send_policy is None and (target is None or target.receive_policy is None):
+            return None
+        denial = self.denial(self.bus, sender, target, msg, requested)
+        if denial is None:
+            return None
+        # Replies, and messages to a name being activated, are always
+        # answered (as dbus-daemon does); calls only if a reply is expected.
+        return access_denied(denial, always=msg.type in (2, 3) or activating)
+
+    def receive(self, sender, receiver, msg, target=None) -> bool:
+        if target is None:
+            if receiver.receive_policy is None and sender.send_policy is None:
+                return True
+            return self.denial(self.bus, sender, receiver, msg) is None
+        if receiver.receive_policy is None:
+            return True
+        return self.denial(self.bus, sender, target, msg, True, eavesdropping=True) is None
 
     def allows_connect(self, uid: int, gids: tuple) -> bool:
         return self.policy.allows_connect(Creds(uid=uid, gids=gids))

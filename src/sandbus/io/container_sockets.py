@@ -14,6 +14,13 @@ class ContainerSockets:
     def __init__(self, server):
         self.server = server
 
+    @staticmethod
+    def default_directory(bus_type: str) -> str:
+        runtime = os.environ.get("XDG_RUNTIME_DIR")
+        if runtime and bus_type != "system":
+            return os.path.join(runtime, "dbus-1", "containers")
+        return "/run/dbus/containers"
+
     def create(self, directory: str) -> Listener:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         st = os.lstat(directory)

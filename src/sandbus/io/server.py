@@ -103,7 +103,7 @@ class Server:
             return
         log.error("listening socket failed (%s); no longer accepting on it", error)
         if listener.container is not None:
-            self.bus.containers.listener_failed(listener.container)
+            listener.container.on_listener_failed()
         else:
             self.remove_listener(listener)
 

@@ -1,0 +1,43 @@
+"""Monitors (org.freedesktop.DBus.Monitoring.BecomeMonitor): a connection
+that gives up its names and from then on receives a copy of every message
+its rules match, and may send nothing."""
+
+
+class Monitors(list):
+    """The bus's monitors, in the order they became monitors."""
+
+    __slots__ = ("bus",)
+
+    def __init__(self, bus):
+        super().__init__()
+        self.bus = bus
+
+    def add(self, peer, rules) -> None:
+        """peer becomes a monitor: to everyone else it looks as if it had
+        disconnected (its names released and announced)."""
+        bus = self.bus
+        for rule in list(peer.rules):
+            bus.remove_rule(peer, rule)
+        unique = peer.unique_name
+        for change in bus.registry.drop_peer(peer):
+            bus.announce(change)
+        bus.emit_signal("NameLost", "s", (unique,), destination=peer)
+        del bus.peers[unique]
+        peer.is_monitor = True
+        peer.monitor_rules = rules
+        self.append(peer)
+        bus.emit_name_owner_changed(unique, unique, "")
+
+    def copy(self, sender, msg, target) -> None:
+        """msg from sender (to target, or None: a broadcast or the driver)."""
+        bus = self.bus
+        recipient = target.unique_name if target is not None else None
+        if sender is bus.driver_peer:
+            data = msg.data
+        else:
+            data = msg.forwarded(sender.sender_fields[msg.endian])
+        for mon in self:
+            rules = mon.monitor_rules
+            if rules and not any(r.matches(msg, sender, recipient) for r in rules):
+                continue
+            mon.sink.send(data, msg.fds if mon.unix_fds else ())

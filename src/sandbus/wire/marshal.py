@@ -11,10 +11,10 @@ import struct
 from typing import NamedTuple
 
 from .names import is_valid_object_path
-from .signature import ALIGNMENT, SignatureError, split_signature
+from .signature import ALIGNMENT, FIXED_SIZE, SignatureError, split_signature
 
 MAX_ARRAY_LENGTH = 64 * 1024 * 1024
-MAX_TOTAL_DEPTH = 64  # arrays + structs + variants, as the specification allows
+MAX_TOTAL_DEPTH = 64  # arrays + structs + dict entries + variants, as dbus-daemon counts them
 
 
 class Variant(NamedTuple):
@@ -185,8 +185,9 @@ class Reader:
             p = self._take(n + 1)
             sig = self._string(p, n, "g")
             return sig
-        if depth >= MAX_TOTAL_DEPTH:
-            raise MarshalError("values nest too deeply")
+        # Nesting is counted as dbus-daemon counts it (wire/validate.py):
+        # a level for each variant, struct and dict entry, and for an array
+        # only when it has elements not of a fixed size.
         if c == "v":
             sig = self._read_one("g", depth)
             try:
@@ -195,6 +196,8 @@ class Reader:
                 raise MarshalError(str(e)) from e
             if len(types) != 1:
                 raise MarshalError(f"variant signature {sig!r} is not a single complete type")
+            if depth + 1 > MAX_TOTAL_DEPTH:
+                raise MarshalError("values nest too deeply")
             return Variant(sig, self._read_one(sig, depth + 1))
         if c == "a":
             self.align(4)
@@ -209,6 +212,8 @@ class Reader:
             if elem == "y":
                 p = self._take(n)
                 return bytes(data[p:p + n])
+            if n and elem not in FIXED_SIZE and depth + (2 if elem[0] == "{" else 1) > MAX_TOTAL_DEPTH:
+                raise MarshalError("values nest too deeply")
             saved_end = self.end
             self.end = stop
             try:
@@ -217,8 +222,8 @@ class Reader:
                     result = {}
                     while self.pos < stop:
                         self.align(8)
-                        key = self._read_one(key_t, depth + 1)
-                        result[key] = self._read_one(val_t, depth + 1)
+                        key = self._read_one(key_t, depth + 2)
+                        result[key] = self._read_one(val_t, depth + 2)
                 else:
                     result = []
                     while self.pos < stop:
@@ -230,6 +235,8 @@ class Reader:
             return result
         if c == "(":
             self.align(8)
+            if depth + 1 > MAX_TOTAL_DEPTH:
+                raise MarshalError("values nest too deeply")
             return tuple(self._read_one(st, depth + 1) for st in split_signature(t[1:-1]))
         raise MarshalError(f"cannot unmarshal type {t!r}")
 

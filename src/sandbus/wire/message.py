@@ -1,7 +1,8 @@
 """D-Bus messages: framing, header parsing and validation, and building.
 
 The bus parses only the fixed header and the header fields of a message it
-routes; the body stays opaque bytes.  Forwarding splices the header fields the
+routes, and checks the body against its signature (wire/validate.py) without
+unmarshalling it; the body stays bytes.  Forwarding splices the header fields the
 bus owns (SENDER, CONTAINER_INSTANCE) and copies everything else unchanged.
 """
 
@@ -16,6 +17,7 @@ from .names import (
     is_valid_object_path,
 )
 from .signature import SignatureError, split_signature
+from .validate import InvalidBody, validate_body
 
 METHOD_CALL = 1
 METHOD_RETURN = 2
@@ -186,8 +188,18 @@ class Message:
             self.reply_serial = reply_serial
         if body_start + body_len != len(data):
             raise ProtocolError("message length does not match its header")
-        if body_len and not sig:
+        if sig:
+            self._validate_body()
+        elif body_len:
             raise ProtocolError("message has a body but no signature")
+
+    def _validate_body(self) -> None:
+        # Every message is checked before anything routes it: the body is
+        # forwarded unchanged, and receivers' unmarshallers trust the bus.
+        try:
+            validate_body(self.data, self.body_start, len(self.data), self.signature, self.endian, self.unix_fds)
+        except InvalidBody as e:
+            raise ProtocolError(f"invalid body: {e}") from None
 
     def _parse(self) -> None:
         data = self.data
@@ -312,7 +324,9 @@ class Message:
             raise ProtocolError("non-zero padding after the header")
         self._kept_fields = kept
         self._check_required()
-        if self.body_len and not self.signature:
+        if self.signature:
+            self._validate_body()
+        elif self.body_len:
             raise ProtocolError("message has a body but no signature")
 
     def _skip_unknown_field(self, p: int, end: int) -> int:

@@ -25,7 +25,7 @@ from .io.server import Server, install_signal_handlers, new_event_loop
 from .core.activation import Activation  # service activation
 from .io import socket_activation
 from .io.spawner import Spawner
-from .io.system_log import SystemLogHandler
+from .io.system_log import JOURNAL_SOCKET, SystemLogHandler  # noqa: F401  (JOURNAL_SOCKET: tests point it elsewhere)
 
 log = logging.getLogger("sandbus.daemon")
 

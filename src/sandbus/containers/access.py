@@ -109,6 +109,9 @@ class AccessControl(Mediator):
     def restricts(self, peer) -> bool:
         return peer.container is not None
 
+    def restricts_replies(self, peer) -> bool:
+        return False  # a requested reply always passes (unicast below)
+
     def unicast(self, sender, target, msg, requested: bool):
         if target is None:
             return self._activation(sender, msg)

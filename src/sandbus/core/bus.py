@@ -218,7 +218,7 @@ class Bus:
         mtype = msg.type
         if mtype == METHOD_RETURN or mtype == ERROR:
             requested = self.replies.take(sender, target, msg.reply_serial)
-            if not requested or sender.restricted or target.restricted:
+            if not requested or sender.replies_restricted or target.replies_restricted:
                 verdict = self.mediation.unicast(sender, target, msg, requested)
                 if verdict is not None:
                     self._refuse(sender, msg, verdict)

@@ -234,9 +234,10 @@ class Driver:
         return owner
 
     def visible_names(self, names, view):
+        """names without those view hides (a listing: nothing is logged)."""
         if view is None:
             return names
-        return [n for n in names if n == DRIVER_NAME or view.sees(n, self.lookup(n))]
+        return [n for n in names if n == DRIVER_NAME or view.lists(n)]
 
     def is_privileged(self, peer) -> bool:
         uid = peer.creds.uid
@@ -351,9 +352,7 @@ def _list_activatable_names(driver, call):
     result = [DRIVER_NAME]
     if bus.settings.activation is not None:
         result.extend(bus.settings.activation.names())
-    if call.view is not None:
-        result = [n for n in result if n == DRIVER_NAME or call.view.sees(n, None)]
-    return (result,)
+    return (driver.visible_names(result, call.view),)
 
 
 def _add_match(driver, call, text):
@@ -400,7 +399,7 @@ def _list_queued_owners(driver, call, name):
     view = call.view
     if view is not None:
         # each queued owner is a peer the caller may or may not see
-        queue = [p for p in queue if view.sees(p.unique_name, p)]
+        queue = [p for p in queue if view.lists(p.unique_name)]
     if not queue:
         raise _no_such_name("owners", name)
     return ([p.unique_name for p in queue],)

@@ -18,7 +18,8 @@ Core asks at exactly three points (docs/architecture.md):
    object with ``sees(name, owner)``), or None when the caller sees all.
 
 Core asks only about peers some mediator ``restricts`` (``peer.restricted``),
-so an unrestricted bus pays one attribute test per message and nothing more.
+so an unrestricted bus pays one attribute test per message and nothing more;
+requested replies only where a mediator judges them (``peer.replies_restricted``).
 """
 
 from . import errors
@@ -59,6 +60,10 @@ class Mediator:
         """Whether this mediator wants to be asked about messages of peer."""
         return False
 
+    def restricts_replies(self, peer) -> bool:
+        """Whether it judges requested replies of peer too (else they pass)."""
+        return self.restricts(peer)
+
     def unicast(self, sender, target, msg, requested: bool):
         return None
 
@@ -88,26 +93,54 @@ class Views:
             result = v.sees(name, owner) and result
         return result
 
+    def lists(self, name: str) -> bool:
+        return all(v.lists(name) for v in self.views)
+
 
 class Mediation(Mediator):
-    """The mediators of one bus, asked in order; the first refusal wins."""
+    """The mediators of one bus, asked in order; the first refusal wins.
+
+    ``peer.restricted`` is a bit mask of the mediators that restrict the
+    peer, so a message is put only to the mediators that care about one of
+    its ends; ``peer.replies_restricted`` says whether any of them judges
+    requested replies too (the containers' rules never refuse one)."""
 
     def __init__(self, mediators=()):
-        self.mediators = list(mediators)
+        self.mediators = []
+        self._asked = {}
+        for m in mediators:
+            self.mediators.append(m)
+        self._update()
+
+    def _update(self) -> None:
         self.grants_unrequested_replies = any(m.grants_unrequested_replies for m in self.mediators)
+        # mask -> the mediators with a bit in it, in order
+        n = len(self.mediators)
+        self._asked = {mask: tuple(m for i, m in enumerate(self.mediators) if mask >> i & 1)
+                       for mask in range(1 << n)}
 
     def replace(self, old, new, peers) -> None:
         """Swap one mediator (a reloaded policy) and re-evaluate every peer."""
         self.mediators[self.mediators.index(old)] = new
-        self.grants_unrequested_replies = any(m.grants_unrequested_replies for m in self.mediators)
+        self._update()
         for peer in peers:
             new.connected(peer, peer.listener)
-            peer.restricted = self.restricts(peer)
+            self._mark(peer)
+
+    def _mark(self, peer) -> None:
+        mask = 0
+        replies = False
+        for i, m in enumerate(self.mediators):
+            if m.restricts(peer):
+                mask |= 1 << i
+                replies = replies or m.restricts_replies(peer)
+        peer.restricted = mask
+        peer.replies_restricted = replies
 
     def connected(self, peer, listener) -> None:
         for m in self.mediators:
             m.connected(peer, listener)
-        peer.restricted = self.restricts(peer)
+        self._mark(peer)
 
     def disconnected(self, peer) -> None:
         for m in self.mediators:
@@ -117,7 +150,10 @@ class Mediation(Mediator):
         return any(m.restricts(peer) for m in self.mediators)
 
     def unicast(self, sender, target, msg, requested: bool):
-        for m in self.mediators:
+        mask = sender.restricted
+        if target is not None:
+            mask |= target.restricted
+        for m in self._asked[mask]:
             verdict = m.unicast(sender, target, msg, requested)
             if verdict is not None:
                 return verdict
@@ -126,22 +162,17 @@ class Mediation(Mediator):
         return None
 
     def receive(self, sender, receiver, msg, target=None) -> bool:
-        for m in self.mediators:
+        for m in self._asked[sender.restricted | receiver.restricted]:
             if not m.receive(sender, receiver, msg, target):
                 return False
         return True
 
     def driver_call(self, peer, method, msg, args):
         views = None
-        for m in self.mediators:
+        for m in self._asked[peer.restricted]:
             view = m.driver_call(peer, method, msg, args)
             if view is not None:
-                if views is None:
-                    views = view
-                elif isinstance(views, Views):
-                    views.views.append(view)
-                else:
-                    views = Views([views, view])
+                views = view if views is None else Views([views, view])
         return views
 
 

@@ -21,7 +21,7 @@ class Peer:
         "id", "unique_name", "creds", "unix_fds", "sink", "names", "queued", "rules",
         "expected_replies", "calls_out", "pending_calls", "is_monitor", "monitor_rules",
         "sender_fields", "container", "instance_field", "wants_instance_header", "incoming_fds",
-        "closed", "policy", "send_policy", "receive_policy", "restricted", "listener",
+        "closed", "policy", "send_policy", "receive_policy", "restricted", "replies_restricted", "listener",
         "extra_credentials", "machine_id", "__weakref__",
     )
 
@@ -51,7 +51,9 @@ class Peer:
         self.policy = None  # per-connection policy view; None = allow everything
         self.send_policy = None  # the view again, unless it allows every send
         self.receive_policy = None  # likewise for receiving
-        self.restricted = False  # whether core asks the mediation about it (core/mediation.py)
+        # which mediators core asks about it (a bit mask; core/mediation.py)
+        self.restricted = 0
+        self.replies_restricted = False
         self.listener = listener
         self.extra_credentials = None  # {key: Variant} added to GetConnectionCredentials
         self.machine_id = None  # what Peer.GetMachineId answers it, when not the bus's
@@ -71,7 +73,7 @@ class BusPseudoPeer:
     """Stands for the bus driver as a message sender (for match rules)."""
 
     __slots__ = ("unique_name", "names", "container", "send_policy", "receive_policy", "restricted",
-                 "instance_field", "closed")
+                 "replies_restricted", "instance_field", "closed")
 
     def __init__(self, name: str):
         self.unique_name = name
@@ -79,6 +81,7 @@ class BusPseudoPeer:
         self.container = None
         self.send_policy = None
         self.receive_policy = None
-        self.restricted = False
+        self.restricted = 0
+        self.replies_restricted = False
         self.instance_field = None
         self.closed = False

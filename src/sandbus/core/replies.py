@@ -36,7 +36,14 @@ class ReplyTracker:
             return False
         if timer is not True:
             timer.cancel()
-        self._forget(caller, callee)
+        # _forget, inlined: this runs for every reply
+        caller.pending_calls -= 1
+        calls_out = caller.calls_out
+        n = calls_out[callee] - 1
+        if n:
+            calls_out[callee] = n
+        else:
+            del calls_out[callee]
         return True
 
     def _forget(self, caller, callee) -> None:

@@ -218,26 +218,24 @@ class Bus:
         mtype = msg.type
         if mtype == METHOD_RETURN or mtype == ERROR:
             requested = self.replies.take(sender, target, msg.reply_serial)
-            if not requested or sender.replies_restricted or target.replies_restricted:
-                verdict = self.mediation.unicast(sender, target, msg, requested)
-                if verdict is not None:
-                    self._refuse(sender, msg, verdict)
-                    return
+            ask = not requested or sender.replies_restricted or target.replies_restricted
         else:
-            if sender.restricted or target.restricted:
-                verdict = self.mediation.unicast(sender, target, msg, False)
-                if verdict is not None:
-                    self._refuse(sender, msg, verdict)
-                    return
-            if mtype == METHOD_CALL and not msg.flags & 1:
-                if target.sink.queued_bytes > self.limits.max_outgoing_bytes:
-                    self.send_error_to(sender, msg.serial, errors.LIMITS_EXCEEDED,
-                                       "The destination service's message queue is full")
-                    return
-                if sender.pending_calls >= self.limits.max_replies_per_connection:
-                    self.send_error_to(sender, msg.serial, errors.LIMITS_EXCEEDED,
-                                       "The maximum number of pending replies per connection has been reached")
-                    return
+            requested = False
+            ask = sender.restricted or target.restricted
+        if ask:
+            verdict = self.mediation.unicast(sender, target, msg, requested)
+            if verdict is not None:
+                self._refuse(sender, msg, verdict)
+                return
+        if mtype == METHOD_CALL and not msg.flags & 1:
+            if target.sink.queued_bytes > self.limits.max_outgoing_bytes:
+                self.send_error_to(sender, msg.serial, errors.LIMITS_EXCEEDED,
+                                   "The destination service's message queue is full")
+                return
+            if sender.pending_calls >= self.limits.max_replies_per_connection:
+                self.send_error_to(sender, msg.serial, errors.LIMITS_EXCEEDED,
+                                   "The maximum number of pending replies per connection has been reached")
+                return
         if msg.fds and not target.unix_fds:
             if msg.expects_reply:
                 self.send_error_to(sender, msg.serial, errors.NOT_SUPPORTED,

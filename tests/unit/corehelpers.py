@@ -44,6 +44,27 @@ class FakeSink:
         self.closed = reason
 
 
+class FakeChild:
+    def __init__(self, argv, env, user, on_exit):
+        self.argv, self.env, self.user, self.on_exit = argv, env, user, on_exit
+        self.killed = False
+
+    def kill(self):
+        self.killed = True
+
+
+class FakeSpawner:
+    """Records the children activation would start (core/activation.py)."""
+
+    def __init__(self):
+        self.children = []
+
+    def spawn(self, log_name, argv, env, user, on_exit):
+        child = FakeChild(argv, env, user, on_exit)
+        self.children.append(child)
+        return child
+
+
 def make_bus(**limits) -> Bus:
     """A session bus; keyword arguments override Limits fields."""
     base = Limits.defaults("session")
@@ -56,11 +77,12 @@ def make_bus(**limits) -> Bus:
 class Client:
     """One connection to the bus, driven by hand."""
 
-    def __init__(self, bus: Bus, *, uid=None, pid=4321, unix_fds=True, gids=None):
+    def __init__(self, bus: Bus, *, uid=None, pid=4321, unix_fds=True, gids=None, listener=None, sink=None):
         self.bus = bus
-        self.sink = FakeSink()
+        self.sink = sink or FakeSink()
         uid = os.getuid() if uid is None else uid
-        self.peer = bus.connect(self.sink, Credentials(uid=uid, pid=pid, gids=gids), unix_fds)
+        # listener: the one the connection came through (a container instance's)
+        self.peer = bus.connect(self.sink, Credentials(uid=uid, pid=pid, gids=gids), unix_fds, listener)
         self._serial = 0
         self._read = 0  # index into sink.sent of the first unread message
         self.unique_name = None
@@ -190,7 +212,7 @@ def sig_summary(msgs) -> list:
 
 
 __all__ = [
-    "BUS_IFACE", "BUS_NAME", "BUS_PATH", "Client", "ERR", "ERROR", "FakeSink", "GUID",
+    "BUS_IFACE", "BUS_NAME", "BUS_PATH", "Client", "ERR", "ERROR", "FakeSink", "FakeSpawner", "GUID",
     "MACHINE_ID", "METHOD_CALL", "METHOD_RETURN", "Message", "NO_REPLY_EXPECTED", "OTHER_UID",
     "SIGNAL", "build_message", "connect", "describe", "make_bus", "sig_summary",
 ]

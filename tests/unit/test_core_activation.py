@@ -4,29 +4,10 @@ import os
 
 import pytest
 
-from corehelpers import ERR, METHOD_CALL, SIGNAL, connect, make_bus
+from corehelpers import ERR, METHOD_CALL, SIGNAL, FakeSpawner, connect, make_bus
 from sandbus.config.services import ServiceCache, ServiceFileError, entry_from_text, parse_desktop_file
 from sandbus.core.activation import Activation, parse_exec
 from sandbus.core.errors import DBusError
-
-
-class FakeChild:
-    def __init__(self, argv, env, user, on_exit):
-        self.argv, self.env, self.user, self.on_exit = argv, env, user, on_exit
-        self.killed = False
-
-    def kill(self):
-        self.killed = True
-
-
-class FakeSpawner:
-    def __init__(self):
-        self.children = []
-
-    def spawn(self, log_name, argv, env, user, on_exit):
-        child = FakeChild(argv, env, user, on_exit)
-        self.children.append(child)
-        return child
 
 
 class FakeTimer:

@@ -5,6 +5,8 @@ listener.  The same table as tests/integration/test_containers_access.py
 and test_containers.py, at unit speed, and more of it."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from containerhelpers import CIFACE, PidfdSink, header_fields, make_container_bus
 from corehelpers import (
@@ -27,6 +29,7 @@ from sandbus.containers.rules import (
     RECEIVE_BROADCASTS as BROADCASTS,
     SEND_UNIX_FDS as FDS,
 )
+from sandbus.wire.message import NO_AUTO_START
 
 ANY = "/"
 SEE = 0
@@ -297,6 +300,23 @@ def test_rules_for_a_unique_name(cb):
     # the well-known names of that connection are reached through it too
     assert outcome(inner, SVC, svc) == ("ok", ("echo",))
     assert sees(inner, SVC)
+
+
+def test_a_well_known_name_is_judged_by_its_own_rules(cb):
+    """As learn mode's minimiser assumes (containers/learn.py _allowed): a
+    destination addressed by a well-known name by the rules for that name,
+    addressed by its unique name by the rules for any of its names."""
+    svc = owner_of(cb, SVC, "com.example.Alias")
+    _, inner = mediated(cb, (CALL | FDS | PATH_SUBTREE, "com.example.Alias", ANY, ""))
+    for dest in (svc.unique_name, "com.example.Alias"):
+        assert outcome(inner, dest, svc) == ("ok", ("echo",)), dest
+        assert outcome(inner, dest, svc, fds=(FD,)) == ("ok", ("echo",)), dest
+        assert sees(inner, dest), dest
+    assert not sees(inner, SVC)
+    assert_hidden(inner, SVC)
+    assert_hidden(inner, SVC, fds=(FD,))
+    inner.signal("Sneak", destination=SVC)
+    assert svc.received() == []
 
 
 def test_flag_see(cb):
@@ -871,5 +891,84 @@ def test_learn_mode_allows_and_records(cb):
     assert any(f & CALL and n == "com.example.Other" for f, n, _, _ in rules), rules
     assert proxy_args
 
+# -- property: a hidden name is answered exactly like a name nobody owns --------------------------------
+
+_label = st.sampled_from(["a", "b", "ab"])
+_wk_name = st.lists(_label, min_size=1, max_size=2).map(lambda parts: "org.x." + ".".join(parts))
+KINDS = [("call", 0), ("call", NO_REPLY_EXPECTED), ("call", NO_AUTO_START), ("call", NO_AUTO_START | 1),
+         ("call-fd", 0), ("signal", 0), ("signal-fd", 0), ("return", 0), ("error", 0)] + \
+        [("driver", (member, iface)) for member, iface in LOOKUPS] + \
+        [("driver", ("StartServiceByName", BUS_IFACE)), ("driver", ("ListQueuedOwners", BUS_IFACE))]
 
 
+def _send_kind(client, kind, arg, name, serial):
+    if kind == "driver":
+        member, iface = arg
+        sig, body = ("su", (name, 0)) if member == "StartServiceByName" else ("s", (name,))
+        client.send(METHOD_CALL, serial=serial, destination=BUS_NAME, path=BUS_PATH, interface=iface,
+                    member=member, signature=sig, body=body)
+    elif kind.startswith("call"):
+        client.send(METHOD_CALL, serial=serial, destination=name, path="/a", interface="org.x.Y", member="M",
+                    flags=arg, fds=(FD,) if kind.endswith("fd") else ())
+    elif kind.startswith("signal"):
+        client.send(SIGNAL, serial=serial, destination=name, path="/a", interface="org.x.Y", member="S",
+                    fds=(FD,) if kind.endswith("fd") else ())
+    else:
+        extra = {"error_name": "org.x.Error"} if kind == "error" else {}
+        client.send(METHOD_RETURN if kind == "return" else ERROR, serial=serial, reply_serial=1000 + serial,
+                    destination=name, **extra)
+
+
+def _answers(client, kind, arg, name, serial):
+    _send_kind(client, kind, arg, name, serial)
+    out = []
+    for m in client.received():
+        data = m.data
+        if m.reply_serial is not None:
+            data = normalised(data, m.reply_serial)
+        out.append(data[:8] + bytes(4) + data[12:])
+    return out
+
+
+def _never(name: str) -> str:
+    """A name nobody owns, as long as name, that no rule below names."""
+    return ":1." + "9" * (len(name) - 3) if name.startswith(":") else "com.y" + name[5:]
+
+
+@settings(max_examples=150, deadline=None)
+@given(owned=st.lists(_wk_name, min_size=1, max_size=4, unique=True), data=st.data())
+def test_hidden_is_answered_like_missing(owned, data):
+    cb = make_container_bus()
+    owners = []
+    for i, name in enumerate(owned):
+        k = data.draw(st.integers(0, len(owners)), label=f"owner of {name}")
+        if k == len(owners):
+            owners.append(cb.client())
+        assert owners[k].bus_ok("RequestName", "su", (name, 0))[0] in (1, 2)
+    uniques = [o.unique_name for o in owners]
+    flags = st.one_of(st.sampled_from([SEE, CALL, CALL | PATH_SUBTREE, TALK | PATH_SUBTREE, BROADCASTS, OWN,
+                                       CALL | FDS | PATH_SUBTREE, CALL | NAME_SUBTREE | PATH_SUBTREE]),
+                      st.integers(0, 63))
+    rule = st.tuples(flags, st.sampled_from(owned + uniques + ["org.x", "org"]),
+                     st.sampled_from(["/", "/a", "/b"]), st.sampled_from(["", "org.x.Y", "org.x.Z"]))
+    rules = []
+    for flags, name, path, iface in data.draw(st.lists(rule, max_size=4), label="rules"):
+        if name.startswith(":") or name == "org":
+            flags &= ~(NAME_SUBTREE | OWN)
+            name = "" if name == "org" else name  # "" is any name
+        rules.append((flags, name, path, iface))
+    _, inner = mediated(cb, *rules)
+    for o in owners:
+        o.clear()
+    kinds = data.draw(st.lists(st.sampled_from(KINDS), min_size=1, max_size=6, unique=True), label="kinds")
+    for name in owned + uniques:
+        if sees(inner, name):
+            continue
+        never = _never(name)
+        for kind, arg in kinds:
+            got = _answers(inner, kind, arg, name, 7)
+            want = _answers(inner, kind, arg, never, 7)
+            got = [m.replace(name.encode(), never.encode()) for m in got]
+            assert got == want and len(got) == 1, (name, kind, arg, rules)
+        for o in owners:
+            assert o.received() == [], (name, rules)

@@ -298,7 +298,12 @@ class AccessControl(Mediator):
         sender_mediated = _mediated(sender)
         if sender_mediated:
             inst = sender.container
-            names = _names_of(target)
+            # A target addressed by a well-known name is judged by the rules
+            # for that name (and for its unique name, which cover all it
+            # owns), as _visible judges it: else a name answered as missing
+            # could be called, through a rule for another of its owner's
+            # names.  Addressed by its unique name, by all its names.
+            names = _names_of(target) if dest[0] == ":" else (dest, target.unique_name)
             if not self._allows(inst, names, CALL_METHODS, msg.path, msg.interface):
                 what = "call" if msg.type == METHOD_CALL else "signal"
                 hidden = missing_name_error(msg) if not self._visible(sender, dest) else None

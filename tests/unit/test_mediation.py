@@ -891,6 +891,46 @@ def test_learn_mode_allows_and_records(cb):
     assert any(f & CALL and n == "com.example.Other" for f, n, _, _ in rules), rules
     assert proxy_args
 
+def test_learn_mode_listing_names_records_nothing(cb, tmp_path):
+    """Regression: a listing asked the view's lookup (sees), so one
+    ListNames in learn mode learned SEE of every name on the bus."""
+    cb.with_activation(tmp_path, "com.example.Act")
+    svc = owner_of(cb, SVC)
+    queued = cb.client()
+    queued.bus_ok("RequestName", "su", ("org.example.Mine", 0))
+    creator = cb.client()
+    inst, inner = mediated(cb, (OWN, "org.example.Mine", ANY, ""), creator=creator, learn=True)
+    # learn mode lists everything ...
+    assert {SVC, svc.unique_name, queued.unique_name} <= set(inner.bus_ok("ListNames")[0])
+    assert "com.example.Act" in inner.bus_ok("ListActivatableNames")[0]
+    assert inner.bus_ok("ListQueuedOwners", "s", ("org.example.Mine",)) == [[queued.unique_name]]
+    r = cb.ccall(creator, "GetLearnedRules", "o", (inst.path,))
+    # ... without learning that it may see all of it
+    assert r.body() == [[(OWN, "org.example.Mine", ANY, "")], ["--own=org.example.Mine"]]
+    # a lookup is learned
+    assert sees(inner, SVC)
+    r = cb.ccall(creator, "GetLearnedRules", "o", (inst.path,))
+    assert (SEE, SVC, ANY, "") in r.body()[0]
+
+
+def test_listing_names_logs_no_denials(cb, caplog, tmp_path):
+    """A listing leaves hidden names out; that is no denial to log (the
+    log is for what the app tried and was refused)."""
+    cb.with_activation(tmp_path, "com.example.Act")
+    owner_of(cb, SVC, "org.example.Q")
+    queued = cb.client()
+    queued.bus_ok("RequestName", "su", ("org.example.Q", 0))
+    _, inner = mediated(cb, (OWN, "org.example.Q", ANY, ""))
+    with caplog.at_level("INFO", logger="sandbus.containers.access"):
+        names = inner.bus_ok("ListNames")[0]
+        activatable = inner.bus_ok("ListActivatableNames")[0]
+        owners = inner.bus_ok("ListQueuedOwners", "s", ("org.example.Q",))[0]
+    assert SVC not in names and "com.example.Act" not in activatable and queued.unique_name not in owners
+    assert caplog.records == [], [r.getMessage() for r in caplog.records]
+    with caplog.at_level("INFO", logger="sandbus.containers.access"):
+        assert not sees(inner, queued.unique_name)
+    assert [r.getMessage() for r in caplog.records] != []  # a lookup is
+
 # -- property: a hidden name is answered exactly like a name nobody owns --------------------------------
 
 _label = st.sampled_from(["a", "b", "ab"])

@@ -445,3 +445,35 @@ def test_hidden_equals_missing_property(prop_bus, owned, rules, data):
         for o in owners:
             o.close()
         creator.close()
+
+
+def _no_interface(client, member, signature=None, body=()):
+    """A Containers1 call with no INTERFACE header field (the driver finds
+    the method by its member, as dbus-daemon does for its own methods)."""
+    msg = call_msg(BUS_NAME, BUS_PATH, None, member, signature, body)
+    assert HeaderFields.interface not in msg.header.fields
+    reply = client.call_msg(msg)
+    assert reply.header.message_type == MessageType.method_return, \
+        (member, reply.header.fields.get(HeaderFields.error_name), reply.body)
+    return reply.body
+
+
+def test_containers_methods_without_interface_field(cbus):
+    """Regression: GrantAccess without an interface field was answered
+    UnknownMethod while AddServer worked."""
+    granter = cbus.client()
+    granter.bus("RequestName", "su", "com.example.Granter", DO_NOT_QUEUE)
+    creator = cbus.client()
+    path, _, address = _no_interface(creator, "AddServer", "ssa{sv}a{sv}",
+                                     ("com.example.App", "app", {}, allow()))
+    inner = cbus.client(address)
+    assert inner.bus("NameHasOwner", "s", "com.example.Granter") == (False,)
+    grant = [(CALL, "/", "")]
+    assert _no_interface(granter, "GrantAccess", "oa(uos)", (path, grant)) == ()
+    assert inner.bus("NameHasOwner", "s", "com.example.Granter") == (True,)
+    assert _no_interface(granter, "RevokeAccess", "oa(uos)", (path, grant)) == ()
+    assert inner.bus("NameHasOwner", "s", "com.example.Granter") == (False,)
+    assert _no_interface(granter, "GetConnectionInstance", "s", (inner.unique_name,))[0] == path
+    assert _no_interface(granter, "GetInstanceInfo", "o", (path,))[1] == "com.example.App"
+    assert [i[0] for i in _no_interface(creator, "ListInstances")[0]] == [path]
+    assert _no_interface(creator, "StopListening", "o", (path,)) == ()

@@ -5,7 +5,7 @@ import re
 import xml.etree.ElementTree as ET
 
 import pytest
-from jeepney import DBusAddress, MessageType, new_method_call
+from jeepney import DBusAddress, HeaderFields, MessageType, new_method_call
 
 from itutil import (
     BUS_IFACE,
@@ -186,6 +186,32 @@ def test_driver_answers_on_any_path(client):
 def test_method_call_without_interface(client):
     # no INTERFACE field: dbus-daemon finds the method by member name
     assert client.call(BUS_NAME, BUS_PATH, None, "NameHasOwner", "s", (BUS_NAME,)) == (True,)
+
+
+@pytest.mark.parametrize("member,signature,body,want", [
+    ("GetNameOwner", "s", (BUS_NAME,), (BUS_NAME,)),
+    ("NameHasOwner", "s", ("com.example.Nobody",), (False,)),
+    ("GetId", None, (), None),
+    ("AddMatch", "s", ("type='signal',member='NoInterface'",), ()),
+    ("RequestName", "su", ("com.example.NoInterface", 4), (1,)),
+])
+def test_more_methods_without_interface(client, member, signature, body, want):
+    msg = new_method_call(DBusAddress(BUS_PATH, bus_name=BUS_NAME), member, signature, body)
+    assert HeaderFields.interface not in msg.header.fields
+    reply = client.call_msg(msg)
+    assert reply.header.message_type == MessageType.method_return, describe(reply)
+    if want is not None:
+        assert reply.body == want
+    else:
+        assert re.match(r"^[0-9a-f]{32}$", reply.body[0])
+
+
+def test_list_names_without_interface(client):
+    msg = new_method_call(DBusAddress(BUS_PATH, bus_name=BUS_NAME), "ListNames")
+    assert HeaderFields.interface not in msg.header.fields
+    reply = client.call_msg(msg)
+    assert reply.header.message_type == MessageType.method_return, describe(reply)
+    assert {BUS_NAME, client.unique_name} <= set(reply.body[0])
 
 
 def _introspect(client, path=BUS_PATH):

@@ -29,6 +29,7 @@ from sandbus.containers.rules import (
     RECEIVE_BROADCASTS as BROADCASTS,
     SEND_UNIX_FDS as FDS,
 )
+from sandbus.wire.marshal import Variant
 from sandbus.wire.message import NO_AUTO_START
 
 ANY = "/"
@@ -1012,3 +1013,43 @@ def test_hidden_is_answered_like_missing(owned, data):
             assert got == want and len(got) == 1, (name, kind, arg, rules)
         for o in owners:
             assert o.received() == [], (name, rules)
+
+
+# -- calls without an INTERFACE field ---------------------------------------------------------------------
+
+
+def test_containers_methods_without_interface_field(cb):
+    """Regression: GrantAccess without an interface field was answered
+    UnknownMethod while AddServer worked (the driver finds every row of
+    its table by member, the containers' rows too)."""
+    granter = owner_of(cb, "com.example.Granter")
+    creator = cb.client()
+    data = build_message(METHOD_CALL, 1, path=BUS_PATH, member="GrantAccess", destination=BUS_NAME,
+                         signature="oa(uos)", body=("/", []))
+    assert 2 not in header_fields(data)  # what interface=None sends
+
+    def ok(client, member, sig="", body=()):
+        r = client.bus_call(member, sig, body, interface=None)
+        assert r.type == METHOD_RETURN, (member, r.error_name, r.body())
+        return r.body()
+
+    path, _, _ = ok(creator, "AddServer", "ssa{sv}a{sv}",
+                    ("com.example.App", "app", {}, {"Allow": Variant("a(usos)", [])}))
+    inst = cb.manager.instances[path]
+    inner = cb.join(inst)
+    assert not sees(inner, "com.example.Granter")
+    assert ok(granter, "GrantAccess", "oa(uos)", (path, [(CALL, ANY, "")])) == []
+    assert sees(inner, "com.example.Granter")
+    assert ok(granter, "RevokeAccess", "oa(uos)", (path, [(CALL, ANY, "")])) == []
+    assert not sees(inner, "com.example.Granter")
+    assert ok(granter, "GetConnectionInstance", "s", (inner.unique_name,))[0] == path
+    assert ok(granter, "GetInstanceInfo", "o", (path,))[1] == "com.example.App"
+    assert [i[0] for i in ok(creator, "ListInstances")[0]] == [path]
+    assert ok(granter, "RequestHeader") == [] and granter.peer.wants_instance_header
+    assert ok(creator, "StopListening", "o", (path,)) == [] and not inst.listening
+    # the core's rows too, and from inside the instance
+    assert ok(inner, "GetNameOwner", "s", (BUS_NAME,)) == [BUS_NAME]
+    assert ok(inner, "ListNames")[0] == [BUS_NAME, inner.unique_name]
+    # still refused from inside when privileged, and only on the driver's path
+    assert inner.bus_error("GrantAccess", "oa(uos)", ("/", []), interface=None)[0] == ACCESS_DENIED
+    assert granter.bus_error("ListInstances", interface=None, path="/")[0] == ERR + "UnknownInterface"

@@ -662,6 +662,26 @@ def test_a_grant_names_its_granter_only(cb):
     assert dconf_outcome(inner, dconf) == ("ok", ("echo",))
 
 
+def test_name_owner_changed_of_a_name_seen_through_a_grant(cb):
+    """Regression: a name seen only through its owner's grant was seen to
+    come but never to go (at NameOwnerChanged time the registry no longer
+    knows the old owner), so a GDBus name watcher inside kept believing
+    dconf was there."""
+    dconf = owner_of(cb, DCONF)
+    inst, inner = mediated(cb)
+    cb.ccall(dconf, "GrantAccess", "oa(uos)", (inst.path, [(CALL, DCONF_PATH, WRITER)]))
+    inner.bus_ok("AddMatch", "s", ("type='signal',member='NameOwnerChanged'",))
+    dconf.bus_ok("ReleaseName", "s", (DCONF,))
+    dconf.bus_ok("RequestName", "su", (DCONF, 0))
+    other = owner_of(cb, "com.example.Other")  # nothing granted: unseen
+    other.bus_ok("RequestName", "su", (DCONF, 0))  # queued behind dconf
+    cb.bus.disconnect(dconf.peer)  # the name passes to other
+    got = [tuple(m.body()) for m in inner.signals("NameOwnerChanged")]
+    u = dconf.unique_name
+    assert got == [(DCONF, u, ""), (DCONF, "", u), (DCONF, u, other.unique_name), (u, u, "")]
+    assert not sees(inner, DCONF)  # the grant went with dconf, and other granted nothing
+
+
 def test_grants_end_when_the_granter_disconnects(cb):
     dconf = owner_of(cb, DCONF)
     inst, inner = mediated(cb)

@@ -217,11 +217,14 @@ class AccessControl(Mediator):
             return bool(self._rules_for(inst, _names_of(p)))
         if self._rules_for(inst, (name,)):
             return True
-        owner = self.bus.registry.owner(name)
+        return self._shows_names_of(inst, self.bus.registry.owner(name))
+
+    def _shows_names_of(self, inst, owner) -> bool:
+        """Whether inst sees every well-known name owner owns: rules naming
+        its unique name (GrantAccess always does) cover them, as they do
+        for calls (check_unicast)."""
         if owner is None:
             return False
-        # Rules naming the owner's unique name (GrantAccess always does)
-        # cover the names it owns, as they do for calls (check_unicast).
         return owner.container is inst or bool(self._rules_for(inst, (owner.unique_name,)))
 
     def can_see(self, viewer, name: str) -> bool:
@@ -350,6 +353,12 @@ class AccessControl(Mediator):
                 except ValueError:
                     return False
                 if self._visible(receiver, name):
+                    return True
+                # A name it saw through its owner (a grant) is seen to go
+                # too, and to come to a new owner it sees: the registry has
+                # the new owner by now, the old one is still connected.
+                if not name.startswith(":") and any(
+                        self._shows_names_of(inst, self._peer_by_name(u)) for u in (old, new) if u):
                     return True
                 p = self._peer_by_name(name) if name.startswith(":") else None
                 obs = Observation("see", receiver.unique_name, name, _well_known(p) if p else (),

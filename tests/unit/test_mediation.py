@@ -471,6 +471,29 @@ def test_get_connection_instance_of_visible_names(cb):
     assert cb.ccall(out, "GetInstanceInfo", "o", (other.path,)).type == METHOD_RETURN
 
 
+@pytest.mark.parametrize("other_rules", [None, []], ids=["unmediated", "mediated"])
+def test_get_connection_instance_of_a_peer_in_another_instance(cb, other_rules):
+    """Regression: a mediated caller that may see a connection in another
+    instance was told that instance's path, creator, type, name and
+    metadata, which GetInstanceInfo refuses it."""
+    creator = cb.client()
+    other = cb.join(cb.add_server(creator, other_rules, ctype="org.example.Secret", name="secret",
+                                  metadata={"k": Variant("s", "v")}))
+    outside = cb.client()
+    _, inner = mediated(cb, (SEE, other.unique_name, ANY, ""), (SEE, outside.unique_name, ANY, ""),
+                        creator=creator)
+    assert sees(inner, other.unique_name)
+    r = cb.ccall(inner, "GetConnectionInstance", "s", (other.unique_name,))
+    want = cb.ccall(inner, "GetConnectionInstance", "s", (outside.unique_name,))
+    assert len(other.unique_name) == len(outside.unique_name)
+    assert (r.error_name, r.body()[0]) == (NOT_CONTAINER,
+                                           want.body()[0].replace(outside.unique_name, other.unique_name))
+    # unmediated callers, inside or out, are told
+    free = cb.join(cb.add_server(creator))
+    for asker in (outside, free):
+        assert cb.ccall(asker, "GetConnectionInstance", "s", (other.unique_name,)).body()[2] == "org.example.Secret"
+
+
 def test_list_queued_owners_needs_own_and_lists_only_visible_owners(cb):
     primary = owner_of(cb, "org.example.Q")
     queued = cb.client()

@@ -125,7 +125,10 @@ def _get_connection_instance(mgr, driver, call, name):
     target = driver.lookup(name, call.view)
     if target is None:
         raise DBusError(errors.NAME_HAS_NO_OWNER, f"Could not get container of name '{name}': no such name")
-    if target.container is None:
+    own = call.peer.container
+    # a mediated caller learns about its own instance only: a connection in
+    # another one looks like a connection in none (as in _get_instance_info)
+    if target.container is None or (own is not None and own.access is not None and target.container is not own):
         raise DBusError(errors.NOT_CONTAINER, f"Connection '{name}' is not in a container")
     return (target.container.path,) + mgr.instance_info(target.container)
 

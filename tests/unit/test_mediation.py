@@ -1023,11 +1023,18 @@ def _never(name: str) -> str:
 @given(owned=st.lists(_wk_name, min_size=1, max_size=4, unique=True), data=st.data())
 def test_hidden_is_answered_like_missing(owned, data):
     cb = make_container_bus()
+    creator = cb.client()
     owners = []
     for i, name in enumerate(owned):
         k = data.draw(st.integers(0, len(owners)), label=f"owner of {name}")
         if k == len(owners):
-            owners.append(cb.client())
+            # outside, in an instance without rules, or in one whose rules let it own the names
+            where = data.draw(st.sampled_from(["outside", "unmediated", "mediated"]), label="where")
+            if where == "outside":
+                owners.append(cb.client())
+            else:
+                rules = None if where == "unmediated" else [(OWN | NAME_SUBTREE, "org.x", ANY, "")]
+                owners.append(cb.join(cb.add_server(creator, rules)))
         assert owners[k].bus_ok("RequestName", "su", (name, 0))[0] in (1, 2)
     uniques = [o.unique_name for o in owners]
     flags = st.one_of(st.sampled_from([SEE, CALL, CALL | PATH_SUBTREE, TALK | PATH_SUBTREE, BROADCASTS, OWN,
@@ -1041,7 +1048,7 @@ def test_hidden_is_answered_like_missing(owned, data):
             flags &= ~(NAME_SUBTREE | OWN)
             name = "" if name == "org" else name  # "" is any name
         rules.append((flags, name, path, iface))
-    _, inner = mediated(cb, *rules)
+    _, inner = mediated(cb, *rules, creator=creator)
     for o in owners:
         o.clear()
     kinds = data.draw(st.lists(st.sampled_from(KINDS), min_size=1, max_size=6, unique=True), label="kinds")

@@ -55,6 +55,7 @@ class FakeSockets:
         self.listeners = []
         self.watches = []  # [fd, callback, once, active]
         self.fail_create = None  # an OSError to raise from create
+        self.fail_adopt = None  # a ValueError to raise from adopt (not a listening stream socket)
 
     @staticmethod
     def default_directory(bus_type: str) -> str:
@@ -69,8 +70,8 @@ class FakeSockets:
         return listener
 
     def adopt(self, fd: int) -> FakeListener:
-        if fd < 0:
-            raise ValueError("Socket must be an AF_UNIX stream socket")
+        if self.fail_adopt is not None:
+            raise self.fail_adopt
         listener = FakeListener(None)
         self.listeners.append(listener)
         return listener

@@ -1103,3 +1103,75 @@ def test_containers_methods_without_interface_field(cb):
     # still refused from inside when privileged, and only on the driver's path
     assert inner.bus_error("GrantAccess", "oa(uos)", ("/", []), interface=None)[0] == ACCESS_DENIED
     assert granter.bus_error("ListInstances", interface=None, path="/")[0] == ERR + "UnknownInterface"
+
+
+# -- property: the rules decide as docs/containers.md says -------------------------------------------------
+
+
+def _covers(rule, name, path=None, iface=None) -> bool:
+    """docs/containers.md's reading of one rule (flags, name, path, interface),
+    written out independently of containers/rules.py."""
+    flags, rname, rpath, riface = rule
+    if rname and name != rname and not (flags & NAME_SUBTREE and name.startswith(rname + ".")):
+        return False
+    if path is not None and path != rpath and not (
+            flags & PATH_SUBTREE and (rpath == "/" or path.startswith(rpath + "/"))):
+        return False
+    return iface is None or riface in ("", iface)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_rules_decide_as_documented(data):
+    cb = make_container_bus()
+    names = ["org.x.a", "org.x.a.b", "org.x.c", "org.y"]
+    owners = [cb.client() for _ in range(data.draw(st.integers(1, 3), label="owners"))]
+    for name in data.draw(st.lists(st.sampled_from(names), unique=True), label="owned"):
+        owner = data.draw(st.sampled_from(owners), label=f"owner of {name}")
+        assert owner.bus_ok("RequestName", "su", (name, DO_NOT_QUEUE)) == [1]
+    uniques = [o.unique_name for o in owners]
+    rule = st.tuples(st.integers(0, 63), st.sampled_from(names + ["org.x", ""] + uniques),
+                     st.sampled_from(["/", "/p", "/p/q"]), st.sampled_from(["", "org.x.I", "org.x.J"]))
+    rules = []
+    for flags, name, path, iface in data.draw(st.lists(rule, max_size=5), label="rules"):
+        if not name or name.startswith(":"):
+            flags &= ~(NAME_SUBTREE | OWN)
+        rules.append((flags, name, path, iface))
+    _, inner = mediated(cb, *rules)
+    by_unique = {o.unique_name: o for o in owners}
+
+    def any_rule(flag, names_, path=None, iface=None):
+        return any(r[0] & flag and _covers(r, n, path, iface) for r in rules for n in names_)
+
+    def all_names(o):
+        return [o.unique_name, *sorted(o.peer.names)]
+
+    def visible(dest):
+        if dest.startswith(":"):
+            return any(_covers(r, n) for r in rules for n in all_names(by_unique[dest]))
+        owner = next(o for o in owners if dest in o.peer.names)
+        return any(_covers(r, n) for r in rules for n in (dest, owner.unique_name))
+
+    owned = [n for o in owners for n in sorted(o.peer.names)]
+    for dest in data.draw(st.lists(st.sampled_from(owned + uniques), min_size=1, max_size=4), label="dests"):
+        owner = by_unique[dest] if dest.startswith(":") else next(o for o in owners if dest in o.peer.names)
+        considered = all_names(owner) if dest.startswith(":") else [dest, owner.unique_name]
+        path = data.draw(st.sampled_from(["/", "/p", "/p/q", "/p/qr", "/z"]), label="path")
+        iface = data.draw(st.sampled_from(["org.x.I", "org.x.J"]), label="interface")
+        fds = data.draw(st.sampled_from([(), (FD,)]), label="fds")
+        assert sees(inner, dest) == visible(dest), (dest, rules)
+        got = outcome(inner, dest, owner, path=path, iface=iface, fds=fds)
+        if any_rule(CALL, considered, path, iface) and (not fds or any_rule(FDS, considered)):
+            assert got == ("ok", ("echo",)), (dest, path, iface, fds, rules, got)
+        elif visible(dest):
+            assert got[0] == ACCESS_DENIED, (dest, path, iface, fds, rules, got)
+        else:
+            assert got[0] == SERVICE_UNKNOWN, (dest, path, iface, fds, rules, got)
+    # broadcasts are judged by all the sender's names
+    inner.bus_ok("AddMatch", "s", ("type='signal',interface='org.x.I'",))
+    for o in owners:
+        path = data.draw(st.sampled_from(["/", "/p", "/p/q", "/z"]), label="signal path")
+        o.signal("Tick", path=path, interface="org.x.I")
+        got = [m.sender for m in inner.signals("Tick")]
+        assert got == ([o.unique_name] if any_rule(BROADCASTS, all_names(o), path, "org.x.I") else []), \
+            (all_names(o), path, rules)

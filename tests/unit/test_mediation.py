@@ -1137,7 +1137,14 @@ def test_rules_decide_as_documented(data):
         if not name or name.startswith(":"):
             flags &= ~(NAME_SUBTREE | OWN)
         rules.append((flags, name, path, iface))
-    _, inner = mediated(cb, *rules)
+    inst, inner = mediated(cb, *rules)
+    # grants: a rule naming the granter's unique name, to this instance or to all
+    grant = st.tuples(st.sampled_from(owners), st.sampled_from([inst.path, "/"]),
+                      st.sampled_from([0, CALL, CALL | PATH_SUBTREE, BROADCASTS | PATH_SUBTREE, CALL | FDS]),
+                      st.sampled_from(["/", "/p"]), st.sampled_from(["", "org.x.I"]))
+    for granter, where, flags, path, iface in data.draw(st.lists(grant, max_size=2), label="grants"):
+        assert cb.ccall(granter, "GrantAccess", "oa(uos)", (where, [(flags, path, iface)])).type == METHOD_RETURN
+        rules.append((flags, granter.unique_name, path, iface))
     by_unique = {o.unique_name: o for o in owners}
 
     def any_rule(flag, names_, path=None, iface=None):

@@ -152,9 +152,9 @@ class Client:
 
     def read_message(self, timeout=None) -> Message:
         """The next message (the backlog first); its fds are the caller's."""
-        return self._wait(lambda m: True, timeout)
+        return self.wait_for(lambda m: True, timeout)
 
-    def _wait(self, pred, timeout):
+    def wait_for(self, pred, timeout):
         """The first message pred accepts; the others stay in the backlog, in order."""
         deadline = None if timeout is None else time.monotonic() + timeout
         seen = 0
@@ -172,7 +172,7 @@ class Client:
         serial = self.next_serial()
         self.send(build_message(METHOD_CALL, serial, path=path, interface=iface, member=member,
                                 destination=dest, signature=sig, body=body, unix_fds=len(fds)), fds)
-        m = self._wait(lambda m: m.type in (METHOD_RETURN, ERROR) and m.reply_serial == serial,
+        m = self.wait_for(lambda m: m.type in (METHOD_RETURN, ERROR) and m.reply_serial == serial,
                        self.timeout if timeout is None else timeout)
         if m.type == ERROR:
             args = m.body()
@@ -194,7 +194,7 @@ class Client:
         def pred(m):
             return m.type == SIGNAL and m.interface == interface and m.member == member and \
                 (path is None or m.path == path)
-        return self._wait(pred, timeout)
+        return self.wait_for(pred, timeout)
 
     def wait_closed(self) -> None:
         """Block until the bus hangs up; messages meanwhile are dropped."""

@@ -71,6 +71,9 @@ def run_main(argv) -> int:
     except RunError as e:
         _say(str(e))
         return 1
+    except OSError as e:
+        _say(f"{e}")
+        return 1
     finally:
         launcher.cleanup()
 
@@ -106,7 +109,8 @@ class Launcher:
             raise RunError(f"cannot use the session bus: {e}") from None
         uid = os.getuid()
         base = os.environ.get("XDG_RUNTIME_DIR")
-        if not base or not os.access(base, os.W_OK):
+        # sun_path holds 108 bytes: a deep runtime directory cannot take it.
+        if not base or not os.access(base, os.W_OK) or len(os.fsencode(base)) > 80:
             base = None
         self.tmpdir = tempfile.mkdtemp(prefix="sandbus-run-", dir=base)
         host_socket = os.path.join(self.tmpdir, "bus")

@@ -11,6 +11,7 @@ from ..wire.framer import Framer, FramingError, MessageTooLarge
 from ..wire.message import ProtocolError
 from .listener import make_sasl
 from .credentials import peer_credentials, peer_pidfd
+from .fds import close_fds
 
 log = logging.getLogger("sandbus.io")
 
@@ -88,13 +89,13 @@ class Connection:
                     return
                 fds = self._take_fds(anc) if anc else ()
                 if not data:
-                    self._close_fds(fds)
+                    close_fds(fds)
                     self.close("peer hung up")
                     return
                 if self.peer is None:
                     self._authenticate(data, fds)
                 elif fds and not self.peer.unix_fds:
-                    self._close_fds(fds)
+                    close_fds(fds)
                     self.server.bus.kick(self.peer, "sent unix fds without negotiating them")
                     return
                 else:
@@ -138,11 +139,11 @@ class Connection:
             return False
         fds = self._take_fds(anc) if anc else ()
         if fds and not self.peer.unix_fds:
-            self._close_fds(fds)
+            close_fds(fds)
             self.server.bus.kick(self.peer, "sent unix fds without negotiating them")
             return False
         if n == 0:
-            self._close_fds(fds)
+            close_fds(fds)
             self.close("peer hung up")
             return False
         done = self.framer.filled(n, fds)
@@ -193,11 +194,6 @@ class Connection:
                 fds.extend(a)
         return fds
 
-    @staticmethod
-    def _close_fds(fds) -> None:
-        for fd in fds:
-            os.close(fd)
-
     def _authenticate(self, data: bytes, fds) -> None:
         sasl = self.sasl
         out = []
@@ -225,7 +221,7 @@ class Connection:
             if self.peer is None:
                 return
             if self.framer.fds and not sasl.unix_fds:
-                self._close_fds(self.framer.close())
+                close_fds(self.framer.close())
                 self.server.bus.kick(self.peer, "sent unix fds without negotiating them")
                 return
             if self.framer.pending:
@@ -407,7 +403,7 @@ class Connection:
             if type(item) is list:
                 for fd in item[1]:
                     os.close(fd)
-        self._close_fds(self.framer.close())
+        close_fds(self.framer.close())
         self.wqueue.clear()
         self.queued_bytes = 0
         try:

@@ -1,13 +1,12 @@
 """`sandbus run` options, in Flatpak's words, and what they compile to:
 Allow rules for the app's container instance (through the same shorthand
-compiler as `sandbus container add`, containers/cli.py) and sandbox settings
+compiler as `sandbus container add`, containers/shorthand.py) and sandbox settings
 for bubblewrap (launcher/sandbox.py)."""
 
 import os
 import re
 
-from ..containers.cli import CliError, _method_rule, _name_rule, OWN, SEE, TALK
-from ..containers.rules import OBJECT_PATH_IS_SUBTREE
+from ..containers.shorthand import ShorthandError, compile_rules, method_rule
 from ..wire.names import is_valid_bus_name
 
 SHARES = ("network", "ipc")
@@ -46,7 +45,7 @@ session bus, allowed only what the options say (Flatpak's spelling):
 """
 
 
-class UsageError(CliError):
+class UsageError(Exception):
     pass
 
 
@@ -79,17 +78,9 @@ class RunOptions:
 
     def allow_rules(self) -> list:
         """The a(usos) Allow rules of the app's instance, implied ones included."""
-        rules = []
-        for flag, names in ((SEE, self.see), (TALK, self.talk), (OWN, self.own + self.implied_own())):
-            for n in names:
-                f, bus_name = _name_rule(n, flag)
-                rules.append((f | OBJECT_PATH_IS_SUBTREE, bus_name, "/", ""))
-        from ..containers.rules import CALL_METHODS, RECEIVE_BROADCASTS
-        calls = self.call + [PORTAL_ARGS[0].split("=", 1)[1]]
-        broadcasts = self.broadcast + [PORTAL_ARGS[1].split("=", 1)[1]]
-        rules += [_method_rule(s, CALL_METHODS) for s in calls]
-        rules += [_method_rule(s, RECEIVE_BROADCASTS) for s in broadcasts]
-        return rules
+        return compile_rules(see=self.see, talk=self.talk, own=self.own + self.implied_own(),
+                             call=self.call + [PORTAL_ARGS[0].split("=", 1)[1]],
+                             broadcast=self.broadcast + [PORTAL_ARGS[1].split("=", 1)[1]])
 
     def permission_args(self) -> list:
         """The options given, as `sandbus run` arguments (metadata, --learn)."""
@@ -194,8 +185,8 @@ def _apply(o: RunOptions, name: str, value: str) -> None:
             raise UsageError(f"{name} needs NAME=RULE, not {value!r}")
         _check_name(name, bus_name)
         try:
-            _method_rule(value, 0)
-        except CliError as e:
+            method_rule(value, 0)
+        except ShorthandError as e:
             raise UsageError(f"{name}: {e}") from None
         (o.call if name == "--call" else o.broadcast).append(value)
     elif name == "--share":

@@ -15,7 +15,6 @@ import os
 import signal
 import sys
 
-from ..io.client import BusError as ClientBusError
 from ..io.client import Client, ClientError
 from ..wire.marshal import Variant
 from .shorthand import ShorthandError, compile_rules
@@ -25,35 +24,12 @@ BUS_PATH = "/org/freedesktop/DBus"
 IFACE = "org.freedesktop.DBus.Containers1"
 
 
-class CliError(Exception):
+class CliError(ClientError):
     pass
 
 
-class BusError(CliError):
-    def __init__(self, name, text):
-        super().__init__(f"{name}: {text}")
-        self.name = name
-        self.text = text
-
-
-# -- the client ------------------------------------------------------------------
-
 class BlockingClient(Client):
-    """io/client.py's client, with the Containers1 calls and CliError."""
-
-    def __init__(self, address: str, timeout: float = 30.0):
-        try:
-            super().__init__(address, timeout)
-        except ClientError as e:
-            raise CliError(str(e)) from None
-
-    def call(self, dest, path, iface, member, sig="", body=(), fds=(), timeout=None):
-        try:
-            return super().call(dest, path, iface, member, sig, body, fds, timeout)
-        except ClientBusError as e:
-            raise BusError(e.name, e.text) from None
-        except ClientError as e:
-            raise CliError(str(e)) from None
+    """io/client.py's client, with the Containers1 calls."""
 
     def containers(self, member, sig="", *body):
         return self.call(BUS, BUS_PATH, IFACE, member, sig, body)
@@ -219,7 +195,7 @@ def container_main(argv) -> int:
                     "rules": _rules}[args.command](client, args)
         finally:
             client.close()
-    except CliError as e:
+    except ClientError as e:
         print(f"sandbus container: {e}", file=sys.stderr)
         return 1
     except OSError as e:

@@ -11,6 +11,7 @@ import time
 from collections import deque
 
 from ..wire.address import parse_addresses
+from .fds import close_fds, fds_from_ancillary
 from ..wire.framer import Framer, FramingError
 from ..wire.message import ERROR, METHOD_CALL, METHOD_RETURN, SIGNAL, Message, ProtocolError, build_message
 
@@ -82,23 +83,16 @@ class Client:
             data, anc, _, _ = self.sock.recvmsg(65536, _ANC_SIZE)
         except socket.timeout:
             raise ClientError("timed out waiting for the bus") from None
-        fds = []
-        for level, kind, payload in anc:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                a = array.array("i")
-                a.frombytes(payload[: len(payload) // 4 * 4])
-                fds.extend(a)
+        fds = fds_from_ancillary(anc) if anc else []
         if not data:
-            for fd in fds:
-                os.close(fd)
+            close_fds(fds)
             raise ClientError("the bus closed the connection")
         return data, fds
 
     def _line(self, pending: deque) -> bytes:
         while not pending:
             data, fds = self._recv()
-            for fd in fds:
-                os.close(fd)
+            close_fds(fds)
             try:
                 pending.extend(self.framer.lines(data))
             except FramingError as e:
@@ -176,8 +170,7 @@ class Client:
                        self.timeout if timeout is None else timeout)
         if m.type == ERROR:
             args = m.body()
-            for fd in m.fds:
-                os.close(fd)
+            close_fds(m.fds)
             raise BusError(m.error_name, args[0] if args and isinstance(args[0], str) else "")
         return m
 
@@ -201,9 +194,7 @@ class Client:
         self.sock.settimeout(None)
         try:
             while True:
-                m = self.read_message()
-                for fd in m.fds:
-                    os.close(fd)
+                close_fds(self.read_message().fds)
         except (ClientError, OSError):
             return
         finally:
@@ -214,9 +205,7 @@ class Client:
 
     def close(self) -> None:
         for m in self.backlog:
-            for fd in m.fds:
-                os.close(fd)
+            close_fds(m.fds)
         self.backlog.clear()
-        for fd in self.framer.close():
-            os.close(fd)
+        close_fds(self.framer.close())
         self.sock.close()

@@ -11,7 +11,7 @@ from ..wire.framer import Framer, FramingError, MessageTooLarge
 from ..wire.message import ProtocolError
 from .listener import make_sasl
 from .credentials import peer_credentials, peer_pidfd
-from .fds import close_fds
+from .fds import close_fds, fds_from_ancillary
 
 log = logging.getLogger("sandbus.io")
 
@@ -87,7 +87,7 @@ class Connection:
                 except OSError as e:
                     self.close(f"read error: {e}")
                     return
-                fds = self._take_fds(anc) if anc else ()
+                fds = fds_from_ancillary(anc) if anc else ()
                 if not data:
                     close_fds(fds)
                     self.close("peer hung up")
@@ -137,7 +137,7 @@ class Connection:
         except OSError as e:
             self.close(f"read error: {e}")
             return False
-        fds = self._take_fds(anc) if anc else ()
+        fds = fds_from_ancillary(anc) if anc else ()
         if fds and not self.peer.unix_fds:
             close_fds(fds)
             self.server.bus.kick(self.peer, "sent unix fds without negotiating them")
@@ -183,16 +183,6 @@ class Connection:
         self.fd_timer = None
         if self.peer is not None and self.framer.fds and not self.closed:
             self.server.bus.kick(self.peer, "unix fds were left waiting longer than pending_fd_timeout")
-
-    @staticmethod
-    def _take_fds(anc) -> list:
-        fds = []
-        for level, kind, payload in anc:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                a = array.array("i")
-                a.frombytes(payload[: len(payload) // 4 * 4])
-                fds.extend(a)
-        return fds
 
     def _authenticate(self, data: bytes, fds) -> None:
         sasl = self.sasl

@@ -7,6 +7,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -154,17 +155,18 @@ print("GETNAMEOWNER", hidden[0] == missing[0] == "org.freedesktop.DBus.Error.Nam
       hidden[1][0].replace({OTHER!r}, "X") == missing[1][0].replace("com.example.NoSuchName", "X"))
 names = conn.send_and_get_reply(new_method_call(bus, "ListNames")).body[0]
 print("LISTNAMES", sorted(n for n in names if not n.startswith(":")))
-s = socket.socket(socket.AF_UNIX)
-try:
-    s.connect({bus.socket_path.as_posix()!r})
-    print("HOSTBUS reachable")
-except OSError as e:
-    print("HOSTBUS unreachable", e.errno)
+for path in ({bus.socket_path.as_posix()!r}, "/run/dbus/system_bus_socket"):
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(path)
+        print("HOSTBUS reachable", path)
+    except OSError as e:
+        print("HOSTBUS unreachable", e.errno)
 """
     cp = sandbus_run([f"--talk-name={NOTIFY}", "--", SYSTEM_PYTHON, "-c", probe], env, check=0)
     assert "GETNAMEOWNER True True" in cp.stdout, cp.stdout + cp.stderr
     assert f"LISTNAMES ['org.freedesktop.DBus', '{NOTIFY}']" in cp.stdout, cp.stdout
-    assert "HOSTBUS unreachable" in cp.stdout, cp.stdout
+    assert cp.stdout.count("HOSTBUS unreachable") == 2, cp.stdout
     # gdbus: the talked-to name works, the other is as missing as a name nobody owns
     cp = sandbus_run([f"--talk-name={NOTIFY}", "--", "gdbus", "call", "--session", "--dest", OTHER,
                       "--object-path", "/", "--method", "org.freedesktop.DBus.Peer.Ping"], env)
@@ -338,3 +340,45 @@ def test_a_bus_without_containers_is_refused_clearly(bus, env):
     assert cp.stderr.startswith("sandbus run: the session bus has no Containers1 interface") or \
         cp.stderr.startswith("sandbus run: the bus refused the container instance"), cp.stderr
     assert leftovers(env) == []
+
+
+@needs_sandbus
+def test_socket_session_bus_is_unfiltered_but_identified(bus, env, services):
+    notify, _ = services
+    cp = sandbus_run(["--socket=session-bus", "--", "gdbus", "call", "--session", "--dest", OTHER,
+                      "--object-path", "/org/freedesktop/Notifications",
+                      "--method", "org.freedesktop.Notifications.GetCapabilities"], env, check=0)
+    assert "(['body'],)" in cp.stdout
+    _other = services[1]
+    (rec,) = [r for r in _other.records() if r["member"] == "GetCapabilities"]
+    assert rec["instance"][4]["Permissions"] == ["as", ["--socket=session-bus"]]
+
+
+@needs_sandbus
+def test_filesystem_home_and_network_are_private_unless_granted(bus, env, tmp_path):
+    shared = tempfile.mkdtemp(prefix="sbrun-share-")
+    try:
+        with open(os.path.join(shared, "note"), "w") as f:
+            f.write("visible")
+        look = f"cat {shared}/note; touch {shared}/new && echo wrote; ls -A $HOME | wc -l"
+        cp = sandbus_run(["--", "sh", "-c", look], env)
+        assert "visible" not in cp.stdout and "wrote" not in cp.stdout
+        assert cp.stdout.split()[-1] == "0"  # an empty $HOME
+        cp = sandbus_run([f"--filesystem={shared}:ro", "--", "sh", "-c", look], env)
+        assert cp.stdout.startswith("visible") and "wrote" not in cp.stdout
+        cp = sandbus_run([f"--filesystem={shared}", "--", "sh", "-c", look], env)
+        assert "wrote" in cp.stdout and os.path.exists(os.path.join(shared, "new"))
+    finally:
+        shutil.rmtree(shared)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    probe = ("import socket\ntry:\n socket.create_connection(('127.0.0.1', %d), 2)\n print('net up')\n"
+             "except OSError:\n print('net down')\n" % port)
+    try:
+        assert sandbus_run(["--", SYSTEM_PYTHON, "-c", probe], env, check=0).stdout == "net down\n"
+        assert sandbus_run(["--share=network", "--", SYSTEM_PYTHON, "-c", probe], env,
+                           check=0).stdout == "net up\n"
+    finally:
+        server.close()

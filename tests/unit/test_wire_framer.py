@@ -21,7 +21,6 @@ def to_big_endian(data: bytes) -> bytes:
     a body of one string into big-endian, by re-building it by hand."""
     from sandbus.wire.message import Message
     m = Message(data)
-    fields = []
 
     def pad(b, n):
         return b + b"\0" * (-len(b) % n)
@@ -235,4 +234,4 @@ def test_a_signal_in_big_endian_is_framed():
     m = to_big_endian(build_message(SIGNAL, 7, path="/p", interface="a.b", member="S",
                                     signature="s", body=("hi",)))
     (frame, _), = Framer().frames(m)
-    assert Message(frame).body() == ["hi"] or Message(frame).body() == ("hi",)
+    assert list(Message(frame).body()) == ["hi"]

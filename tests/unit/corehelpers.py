@@ -56,11 +56,11 @@ def make_bus(**limits) -> Bus:
 class Client:
     """One connection to the bus, driven by hand."""
 
-    def __init__(self, bus: Bus, *, uid=None, pid=4321, unix_fds=True, gids=None):
+    def __init__(self, bus: Bus, *, uid=None, pid=4321, unix_fds=True, gids=None, listener=None):
         self.bus = bus
         self.sink = FakeSink()
         uid = os.getuid() if uid is None else uid
-        self.peer = bus.connect(self.sink, Credentials(uid=uid, pid=pid, gids=gids), unix_fds)
+        self.peer = bus.connect(self.sink, Credentials(uid=uid, pid=pid, gids=gids), unix_fds, listener)
         self._serial = 0
         self._read = 0  # index into sink.sent of the first unread message
         self.unique_name = None

@@ -74,6 +74,8 @@ def run_main(argv) -> int:
     except OSError as e:
         _say(f"{e}")
         return 1
+    except KeyboardInterrupt:  # before the app ran (after, Ctrl-C goes to it)
+        return 130
     finally:
         launcher.cleanup()
 

@@ -15,7 +15,6 @@ import array
 import fcntl
 import json
 import os
-import secrets
 import shlex
 import shutil
 import signal
@@ -91,7 +90,7 @@ class Launcher:
         self.fds = []  # our copies, closed at cleanup
         self.path = None  # the instance
         self.sandbox_pid = None
-        self.instance_id = secrets.token_hex(16)
+        self.instance_id = os.urandom(16).hex()
 
     def _pipe(self):
         r, w = os.pipe()

@@ -235,3 +235,20 @@ def test_a_signal_in_big_endian_is_framed():
                                     signature="s", body=("hi",)))
     (frame, _), = Framer().frames(m)
     assert list(Message(frame).body()) == ["hi"]
+
+
+def test_single_is_the_whole_message_case_only():
+    m = call(1)
+    f = Framer()
+    assert f.single(m) is m
+    assert f.single(m + call(2)) is None          # two messages: frames()
+    assert f.single(m[:20]) is None               # a part: frames()
+    list(f.frames(m[:20]))
+    assert f.single(m[20:]) is None               # something is buffered
+    f = Framer()
+    list(f.frames(b"", [7]))
+    assert f.single(m) is None                    # fds wait for a message
+    with pytest.raises(MessageTooLarge):
+        Framer(max_message_size=10).single(m)
+    with pytest.raises(ProtocolError):
+        Framer().single(b"X" * 16)

@@ -218,10 +218,17 @@ class Connection:
                 self._frames(b"")
 
     def _frames(self, data: bytes, fds=()) -> None:
-        bus = self.server.bus
         peer = self.peer
         delivered = 0
         try:
+            # The common read, one whole message and nothing pending, skips
+            # the generator (3% of the instructions of a sequential call).
+            frame = None if fds else self.framer.single(data)
+            if frame is not None:
+                if self._deliver(frame) and self.auth_timer is not None and peer.unique_name is not None:
+                    self.auth_timer.cancel()
+                    self.auth_timer = None
+                return
             for frame, mine in self.framer.frames(data, fds):
                 if mine:
                     peer.incoming_fds.extend(mine)
@@ -240,9 +247,9 @@ class Connection:
                     self.auth_timer.cancel()
                     self.auth_timer = None
         except MessageTooLarge as e:
-            bus.kick(peer, str(e))
+            self.server.bus.kick(peer, str(e))
         except ProtocolError as e:
-            bus.kick(peer, f"invalid message: {e}")
+            self.server.bus.kick(peer, f"invalid message: {e}")
 
     # -- writing (the core calls send/close) ----------------------------------
 

@@ -161,6 +161,19 @@ class Framer:
             elif off < end:
                 rbuf += memoryview(buf)[off:]
 
+    def single(self, data):
+        """``data`` itself when it is exactly one whole message and nothing
+        is buffered or waiting for its message: the common case, for which
+        frames() would be the same but slower.  Else None (use frames())."""
+        if self.buf or self.fds or self.big is not None or len(data) < 16:
+            return None
+        n = message_length(data, 0)
+        if n != len(data):
+            return None
+        if n > self.max_message_size:
+            raise MessageTooLarge(f"message of {n} bytes exceeds max_message_size")
+        return data
+
     def read_into(self):
         """Where to read the rest of a large message straight into, or None."""
         if self.big is None:

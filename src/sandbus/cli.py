@@ -132,6 +132,10 @@ commands:
   daemon [dbus-daemon options]   run a bus (same options as sandbus-daemon)
   session [--config-file=F] -- COMMAND [ARGS]
                                  run COMMAND with a private session bus
+  run [OPTIONS] -- COMMAND [ARGS]
+                                 run COMMAND in a bubblewrap sandbox on its own
+                                 container socket (sandbus run --help)
+  container ...                  manage container instances
   version                        print the version
 """
 
@@ -150,6 +154,9 @@ def main(argv=None) -> int:
     if command in ("version", "--version"):
         print(f"sandbus {__version__}")
         return 0
+    if command == "run":
+        from .launcher.run import run_main
+        return run_main(rest)
     if command == "container":
         from .containers.cli import container_main
         return container_main(rest)

@@ -1,9 +1,9 @@
 """`sandbus container ...`: create, list, inspect and stop container
-instances on a running bus, through a tiny blocking client of our own
-(SASL EXTERNAL over a unix socket, sandbus.wire marshalling).
+instances on a running bus, through sandbus's blocking client
+(io/client.py).
 
 The Flatpak / xdg-dbus-proxy shorthand (--see/--talk/--own/--call/
---broadcast) compiles to Allow rules (docs/containers.md).
+--broadcast) compiles to Allow rules (containers/shorthand.py, docs/containers.md).
 
 Learn mode: `add --learn` creates an instance that records what its rules
 would deny instead of denying it; `rules PATH` (or ending `add --learn`
@@ -13,193 +13,35 @@ as `--allow` arguments for `add` and as xdg-dbus-proxy arguments."""
 import argparse
 import os
 import signal
-import socket
 import sys
 
-from ..wire.address import parse_addresses
+from ..io.client import Client, ClientError
 from ..wire.marshal import Variant
-from ..wire.message import ERROR, METHOD_CALL, METHOD_RETURN, Message, build_message, message_length
-from .rules import (
-    BUS_NAME_IS_SUBTREE,
-    CALL_METHODS,
-    OBJECT_PATH_IS_SUBTREE,
-    OWN_BUS_NAME,
-    RECEIVE_BROADCASTS,
-)
+from .shorthand import ShorthandError, compile_rules
 
 BUS = "org.freedesktop.DBus"
 BUS_PATH = "/org/freedesktop/DBus"
 IFACE = "org.freedesktop.DBus.Containers1"
 
-SEE = 0
-TALK = CALL_METHODS | RECEIVE_BROADCASTS
-OWN = CALL_METHODS | RECEIVE_BROADCASTS | OWN_BUS_NAME
 
-
-class CliError(Exception):
+class CliError(ClientError):
     pass
 
 
-class BusError(CliError):
-    def __init__(self, name, text):
-        super().__init__(f"{name}: {text}")
-        self.name = name
-        self.text = text
-
-
-# -- a tiny blocking client ----------------------------------------------------
-
-class BlockingClient:
-    def __init__(self, address: str, timeout: float = 30.0):
-        self.sock = None
-        last = None
-        for transport, params in parse_addresses(address):
-            if transport != "unix":
-                continue
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(timeout)
-            try:
-                if "path" in params:
-                    s.connect(params["path"])
-                elif "abstract" in params:
-                    s.connect("\0" + params["abstract"])
-                else:
-                    raise OSError(f"unsupported unix address {params}")
-            except OSError as e:
-                s.close()
-                last = e
-                continue
-            self.sock = s
-            break
-        if self.sock is None:
-            raise CliError(f"cannot connect to {address}: {last or 'no unix address'}")
-        self.buf = b""
-        self.serial = 0
-        self._auth()
-        self.unique_name = self.call(BUS, BUS_PATH, BUS, "Hello")[0]
-
-    def _line(self) -> bytes:
-        while b"\r\n" not in self.buf:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                raise CliError("the bus closed the connection during authentication")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
-
-    def _auth(self) -> None:
-        self.sock.sendall(b"\0AUTH EXTERNAL " + str(os.getuid()).encode().hex().encode() + b"\r\n")
-        line = self._line()
-        if not line.startswith(b"OK "):
-            raise CliError(f"authentication failed: {line!r}")
-        self.sock.sendall(b"BEGIN\r\n")
-
-    def _read_message(self) -> Message:
-        while True:
-            if len(self.buf) >= 16:
-                n = message_length(self.buf)
-                if n is not None and len(self.buf) >= n:
-                    data, self.buf = self.buf[:n], self.buf[n:]
-                    return Message(data)
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise CliError("the bus closed the connection")
-            self.buf += chunk
-
-    def call(self, dest, path, iface, member, sig="", body=()):
-        self.serial += 1
-        serial = self.serial
-        self.sock.sendall(build_message(METHOD_CALL, serial, path=path, interface=iface, member=member,
-                                        destination=dest, signature=sig, body=body))
-        while True:
-            m = self._read_message()
-            if m.type in (METHOD_RETURN, ERROR) and m.reply_serial == serial:
-                if m.type == ERROR:
-                    args = m.body()
-                    raise BusError(m.error_name, args[0] if args and isinstance(args[0], str) else "")
-                return m.body()
+class BlockingClient(Client):
+    """io/client.py's client, with the Containers1 calls."""
 
     def containers(self, member, sig="", *body):
         return self.call(BUS, BUS_PATH, IFACE, member, sig, body)
 
-    def wait_closed(self) -> None:
-        """Block until the bus hangs up (or a signal interrupts).  Messages
-        to us (signals, calls) are read whole and ignored, so the
-        connection stays usable after an interruption."""
-        self.sock.settimeout(None)
-        try:
-            while True:
-                self._read_message()
-        except CliError:
-            return
-        finally:
-            self.sock.settimeout(30.0)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-# -- shorthand -> Allow rules ----------------------------------------------------
-
-def _name_rule(name: str, flags: int):
-    """(flags, bus name) for NAME or NAME.* (subtree)."""
-    if name.endswith(".*"):
-        return flags | BUS_NAME_IS_SUBTREE, name[:-2]
-    return flags, name
-
-
-def _path_rule(path: str):
-    if path.endswith("/*"):
-        base = path[:-2] or "/"
-        return OBJECT_PATH_IS_SUBTREE, base
-    return 0, path
-
-
-def _method_rule(spec: str, flag: int):
-    """NAME=RULE where RULE is [METHOD][@PATH], METHOD interface.method or
-    interface.*, PATH /p or /p/* (xdg-dbus-proxy --call/--broadcast)."""
-    name, eq, rule = spec.partition("=")
-    if not eq or not name:
-        raise CliError(f"expected NAME=RULE, not {spec!r}")
-    flags, bus_name = _name_rule(name, flag)
-    method, at, path = rule.partition("@")
-    if at:
-        pflags, path = _path_rule(path)
-        flags |= pflags
-    else:
-        flags |= OBJECT_PATH_IS_SUBTREE
-        path = "/"
-    interface = ""
-    if method and method != "*":
-        iface, dot, member = method.rpartition(".")
-        if not dot:
-            raise CliError(f"method {method!r} must be interface.method or interface.*")
-        # Allow rules have no member: interface.method grants the interface.
-        interface = iface
-    return (flags, bus_name, path, interface)
-
-
-def _allow_rule(spec: str):
-    parts = spec.split(":")
-    if len(parts) != 4:
-        raise CliError(f"--allow needs FLAGS:BUSNAME:PATH:IFACE, not {spec!r}")
-    flags, bus_name, path, iface = parts
-    try:
-        flags = int(flags, 0)
-    except ValueError:
-        raise CliError(f"--allow flags must be a number, not {flags!r}") from None
-    return (flags, bus_name, path or "/", iface)
+    _read_message = Client.read_message
 
 
 def compile_shorthand(args) -> list:
-    rules = [_allow_rule(a) for a in args.allow]
-    for flag, names in ((SEE, args.see), (TALK, args.talk), (OWN, args.own)):
-        for n in names:
-            f, bus_name = _name_rule(n, flag)
-            rules.append((f | OBJECT_PATH_IS_SUBTREE, bus_name, "/", ""))
-    rules += [_method_rule(s, CALL_METHODS) for s in args.call]
-    rules += [_method_rule(s, RECEIVE_BROADCASTS) for s in args.broadcast]
-    return rules
+    try:
+        return compile_rules(args.allow, args.see, args.talk, args.own, args.call, args.broadcast)
+    except ShorthandError as e:
+        raise CliError(str(e)) from None
 
 
 def _mediated(args) -> bool:
@@ -353,7 +195,7 @@ def container_main(argv) -> int:
                     "rules": _rules}[args.command](client, args)
         finally:
             client.close()
-    except CliError as e:
+    except ClientError as e:
         print(f"sandbus container: {e}", file=sys.stderr)
         return 1
     except OSError as e:

@@ -11,6 +11,7 @@ from ..wire.marshal import marshal
 from ..wire.names import is_valid_interface
 from .instance import ContainerInstance
 from .learn import Learner, flatpak_args, learned_rules
+from .nesting import first_uncovered
 from .manager import IFACE_CONTAINERS, _parse_named_arguments
 from .rules import BUS_NAME_IS_SUBTREE, OWN_BUS_NAME, Rule, RuleSet, validate_rule
 from .access import ALL_INSTANCES
@@ -26,6 +27,9 @@ def _add_server(mgr, driver, call, ctype, name, metadata, named):
         raise DBusError(errors.INVALID_ARGS,
                         f"The container type identifier must have the syntax of an interface name, not {ctype!r}")
     args = _parse_named_arguments(named, msg)
+    parent = peer.container  # set: a nested instance, which may only narrow
+    if parent is not None:
+        _check_nested(mgr, parent, args)
     rules = None
     learn = args.get("Learn", False)
     if "Allow" in args or learn:
@@ -47,11 +51,20 @@ def _add_server(mgr, driver, call, ctype, name, metadata, named):
     max_conn = limits.max_connections_per_container
     if "MaxConnections" in args:
         max_conn = min(max_conn, args["MaxConnections"])
-    inst = ContainerInstance(mgr._next_number, ctype, name, metadata, peer,
-                             credentials_dict(peer.creds), max_conn)
+    creds = credentials_dict(peer.creds)
+    if parent is not None:
+        max_conn = min(max_conn, parent.max_connections)
+        creds.update(peer.extra_credentials or {})  # the creator's own instance: the parent
+    inst = ContainerInstance(mgr._next_number, ctype, name, metadata, peer, creds, max_conn)
     inst.stop_on_disconnect = args.get("StopOnDisconnect", True)
     inst.virtual_machine_id = args.get("VirtualMachineId")
     inst.hide_machine_id = args.get("HideMachineId", False)
+    if parent is not None:
+        # what the parent's apps are told about the machine holds inside too
+        if inst.virtual_machine_id is None:
+            inst.virtual_machine_id = peer.machine_id
+        inst.hide_machine_id = inst.hide_machine_id or parent.hide_machine_id
+        inst.parent = parent
     inst.access = rules
     if rules is not None:
         inst.allow = tuple(tuple(r) for r in args.get("Allow", ()))
@@ -72,6 +85,8 @@ def _add_server(mgr, driver, call, ctype, name, metadata, named):
     except OSError as e:
         raise DBusError(errors.FAILED, f"Could not create the container socket: {e}")
     mgr._next_number += 1
+    if parent is not None:
+        parent.children.add(inst)
     listener.container = inst
     listener.allowed_uid = uid
     inst.listener = listener
@@ -98,9 +113,36 @@ def _add_server(mgr, driver, call, ctype, name, metadata, named):
     return Reply((inst.path, socket_path, address), after=start)
 
 
+def _check_nested(mgr, parent, args) -> None:
+    """AddServer from inside parent: only a mediated instance whose every
+    rule parent's rules cover (containers/nesting.py)."""
+    if parent.learner is not None:
+        raise DBusError(errors.ACCESS_DENIED, f"AddServer: {parent.path} is learning its rules, so it "
+                        "has none a nested instance could be narrowed to")
+    if args.get("Learn", False):
+        raise DBusError(errors.ACCESS_DENIED, f"AddServer: a nested instance may not learn: it would "
+                        f"allow what {parent.path} may not do")
+    if "Allow" not in args:
+        raise DBusError(errors.ACCESS_DENIED, f"AddServer: a nested instance needs Allow rules: without "
+                        f"them it would be wider than {parent.path}")
+    wider = first_uncovered(args["Allow"], mgr.access.effective_rules(parent))
+    if wider is not None:
+        i, (flags, name, path, interface) = wider
+        raise DBusError(errors.ACCESS_DENIED, f"AddServer: Allow rule {i} ({flags}, {name!r}, {path!r}, "
+                        f"{interface!r}) is wider than what {parent.path} may do")
+
+
+def _require_nested_creator(peer, inst, what: str) -> None:
+    """From inside an instance, only the instances nested in it."""
+    if peer.container is not None and inst.parent is not peer.container:
+        raise DBusError(errors.ACCESS_DENIED, f"{what}: {inst.path} is not nested in the caller's "
+                        f"instance {peer.container.path}")
+
+
 def _stop_listening(mgr, driver, call, path):
     peer = call.peer
     inst = mgr.lookup(path)
+    _require_nested_creator(peer, inst, "StopListening")
     mgr.require_creator(peer, inst, "StopListening")
     mgr._stop_listening(inst)
     return ()
@@ -109,14 +151,9 @@ def _stop_listening(mgr, driver, call, path):
 def _stop_instance(mgr, driver, call, path):
     peer = call.peer
     inst = mgr.lookup(path)
+    _require_nested_creator(peer, inst, "StopInstance")
     mgr.require_creator(peer, inst, "StopInstance")
-
-    def stop():
-        for p in list(inst.connections):
-            driver.bus.kick(p, f"container instance {inst.path} stopped")
-        mgr._stop_listening(inst)
-
-    return Reply((), after=stop)
+    return Reply((), after=lambda: mgr.stop(inst, f"StopInstance from {peer.unique_name}"))
 
 
 def _get_connection_instance(mgr, driver, call, name):
@@ -126,9 +163,11 @@ def _get_connection_instance(mgr, driver, call, name):
     if target is None:
         raise DBusError(errors.NAME_HAS_NO_OWNER, f"Could not get container of name '{name}': no such name")
     own = call.peer.container
-    # a mediated caller learns about its own instance only: a connection in
-    # another one looks like a connection in none (as in _get_instance_info)
-    if target.container is None or (own is not None and own.access is not None and target.container is not own):
+    # a mediated caller learns about its own instance (and those nested in
+    # it) only: a connection in another one looks like a connection in none
+    # (as in _get_instance_info)
+    if target.container is None or (own is not None and own.access is not None and target.container is not own
+                                     and target.container.parent is not own):
         raise DBusError(errors.NOT_CONTAINER, f"Connection '{name}' is not in a container")
     return (target.container.path,) + mgr.instance_info(target.container)
 
@@ -136,7 +175,8 @@ def _get_connection_instance(mgr, driver, call, name):
 def _get_instance_info(mgr, driver, call, path):
     peer = call.peer
     inst = mgr.lookup(path)
-    if peer.container is not None and peer.container.access is not None and inst is not peer.container:
+    if peer.container is not None and peer.container.access is not None and inst is not peer.container \
+            and inst.parent is not peer.container:
         # a mediated app learns about its own instance only, and other
         # instances look like no instance at all
         raise DBusError(errors.NOT_CONTAINER, f"There is no container with path '{path}'")
@@ -224,7 +264,8 @@ def _rows():
     def row(member, in_sig, out_sig, fn, **kw):
         return (member, in_sig, out_sig, fn, kw)
     return (
-        # creating and stopping instances, grants: never from inside one
+        # creating and stopping instances, grants: never from inside one,
+        # but for the nested instances of a mediated one (access.NESTABLE)
         row("AddServer", "ssa{sv}a{sv}", "oays", _add_server, privileged=True),
         row("StopListening", "o", "", _stop_listening, privileged=True),
         row("StopInstance", "o", "", _stop_instance, privileged=True),

@@ -32,6 +32,10 @@ class ContainerInstance:
         self.announced = False  # the AddServer reply went out
         self.removed = False
         self.watches = []  # cancel callables for notification pipes
+        # A nested instance (containers/nesting.py): made from inside parent,
+        # counted against its limits, stopped with it.
+        self.parent = None
+        self.children = set()
         self.fields = {e: string_field(FIELD_CONTAINER_INSTANCE, self.path, e, "o") for e in "lB"}
 
     @property
@@ -43,10 +47,17 @@ class ContainerInstance:
     def admit_connection(self) -> bool:
         """A new socket connection: counted from accept, so connections still
         authenticating count against MaxConnections too."""
-        if len(self.connections) + self.authenticating >= self.max_connections:
-            return False
+        inst = self
+        while inst is not None:
+            if inst.load() >= inst.max_connections:
+                return False
+            inst = inst.parent
         self.authenticating += 1
         return True
+
+    def load(self) -> int:
+        """Connections here and in nested instances, authenticating ones too."""
+        return len(self.connections) + self.authenticating + sum(c.load() for c in self.children)
 
     def connection_gone(self, peer) -> None:
         # Only connections that never authenticated are ours to count here;

@@ -105,6 +105,10 @@ class ContainerManager:
             return
         inst.removed = True
         self.instances.pop(inst.path, None)
+        if inst.parent is not None:
+            inst.parent.children.discard(inst)
+        for child in list(inst.children):
+            self.stop(child, f"its parent instance {inst.path} stopped")
         self._hidden_machine_ids.pop(inst.path, None)
         self.access.on_instance_removed(inst)
         if inst.learner is not None:
@@ -113,6 +117,12 @@ class ContainerManager:
                 del self.learned_archive[next(iter(self.learned_archive))]
         if inst.announced:
             self.bus.emit_signal("InstanceRemoved", "o", (inst.path,), interface=IFACE_CONTAINERS)
+
+    def stop(self, inst, why: str) -> None:
+        """StopInstance: disconnect its connections, stop listening."""
+        for p in list(inst.connections):
+            self.bus.kick(p, f"container instance {inst.path} stopped ({why})")
+        self._stop_listening(inst)
 
     def listener_failed(self, inst) -> None:
         self._stop_listening(inst)

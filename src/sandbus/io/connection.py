@@ -7,14 +7,15 @@ import os
 import socket
 from collections import deque
 
-from ..wire.message import ProtocolError, message_length
+from ..wire.framer import Framer, FramingError, MessageTooLarge
+from ..wire.message import ProtocolError
 from .listener import make_sasl
 from .credentials import peer_credentials, peer_pidfd
+from .fds import close_fds, fds_from_ancillary
 
 log = logging.getLogger("sandbus.io")
 
 READ_SIZE = 64 * 1024
-LARGE_MESSAGE = 64 * 1024
 MAX_FDS_PER_READ = 253  # the kernel's SCM_MAX_FD
 _ANC_SIZE = socket.CMSG_SPACE(MAX_FDS_PER_READ * 4)
 _WRITE_CHUNK = 1024 * 1024
@@ -28,9 +29,9 @@ FLUSH_EVERY = 32
 
 class Connection:
     __slots__ = (
-        "server", "sock", "fd", "listener", "sasl", "peer", "creds", "rbuf", "wqueue",
+        "server", "sock", "fd", "listener", "sasl", "peer", "creds", "framer", "wqueue",
         "queued_bytes", "closed", "auth_timer", "reading", "writing", "dirty",
-        "big", "big_fill", "queued_fds", "fd_timer", "early_fds",
+        "queued_fds", "fd_timer",
     )
 
     def __init__(self, server, sock: socket.socket, listener):
@@ -41,14 +42,11 @@ class Connection:
         self.creds = peer_credentials(sock)
         self.sasl = make_sasl(server, self, listener)  # per listener: mechanisms, fds
         self.peer = None
-        self.rbuf = bytearray()
-        # A large message being read straight into its own buffer (no copies
-        # through rbuf); big_fill bytes of it have arrived.
-        self.big = None
-        self.big_fill = 0
+        # SASL lines, then messages with their fds; it also holds the fds
+        # that arrived ahead of their message.
+        self.framer = Framer(sasl="server", max_message_size=server.max_message_size)
         self.queued_fds = 0
         self.fd_timer = None
-        self.early_fds = []
         self.wqueue = deque()  # bytes or memoryview; [data, fds] for a message with fds
         self.queued_bytes = 0
         self.closed = False
@@ -76,10 +74,10 @@ class Connection:
         server.dispatching = True
         try:
             for _ in range(8):  # bounded, so one busy peer cannot starve others
-                if self.big is not None:
-                    if not self._read_big() or self.peer.incoming_fds and not self._check_pending_fds():
+                if self.framer.big is not None:
+                    if not self._read_big() or self.framer.fds and not self._check_pending_fds():
                         return
-                    if self.big is not None:
+                    if self.framer.big is not None:
                         break  # the kernel had no more for now
                     continue
                 try:
@@ -89,18 +87,22 @@ class Connection:
                 except OSError as e:
                     self.close(f"read error: {e}")
                     return
-                if anc:
-                    self._take_fds(anc)
+                fds = fds_from_ancillary(anc) if anc else ()
                 if not data:
+                    close_fds(fds)
                     self.close("peer hung up")
                     return
                 if self.peer is None:
-                    self._authenticate(data)
+                    self._authenticate(data, fds)
+                elif fds and not self.peer.unix_fds:
+                    close_fds(fds)
+                    self.server.bus.kick(self.peer, "sent unix fds without negotiating them")
+                    return
                 else:
-                    self._frames(data)
+                    self._frames(data, fds)
                 if self.closed:
                     return
-                if self.fd_timer is not None or self.peer is not None and self.peer.incoming_fds:
+                if self.fd_timer is not None or self.framer.fds:
                     if not self._check_pending_fds():
                         return
                 if self.queued_bytes > server.max_outgoing:
@@ -126,26 +128,31 @@ class Connection:
 
     def _read_big(self) -> bool:
         """Read more of a large message into its buffer; False if closed."""
-        big = self.big
-        want = len(big) - self.big_fill
+        into = self.framer.read_into()
+        want = len(into)
         try:
-            n, anc, flags, _ = self.sock.recvmsg_into([memoryview(big)[self.big_fill:]], _ANC_SIZE)
+            n, anc, flags, _ = self.sock.recvmsg_into([into], _ANC_SIZE)
         except (BlockingIOError, InterruptedError):
             return True
         except OSError as e:
             self.close(f"read error: {e}")
             return False
-        if anc:
-            self._take_fds(anc)
+        fds = fds_from_ancillary(anc) if anc else ()
+        if fds and not self.peer.unix_fds:
+            close_fds(fds)
+            self.server.bus.kick(self.peer, "sent unix fds without negotiating them")
+            return False
         if n == 0:
+            close_fds(fds)
             self.close("peer hung up")
             return False
-        self.big_fill += n
-        if self.big_fill == len(big):
-            self.big = None
-            self.big_fill = 0
+        done = self.framer.filled(n, fds)
+        if done is not None:
             peer = self.peer
-            if not self._deliver(big) or self.closed or peer.closed:
+            frame, fds = done
+            if fds:
+                peer.incoming_fds.extend(fds)
+            if not self._deliver(frame) or self.closed or peer.closed:
                 return False
             if self.queued_bytes > self.server.max_outgoing:
                 self._stop_reading()
@@ -159,7 +166,7 @@ class Connection:
         read is routed, only the message still arriving may have fds waiting:
         more than one message may carry is abuse, and they may not wait
         longer than pending_fd_timeout.  False if the peer was disconnected."""
-        pending = self.peer.incoming_fds
+        pending = self.framer.fds
         server = self.server
         if len(pending) > server.max_pending_fds:
             server.bus.kick(self.peer, "too many unix fds waiting for their message "
@@ -174,90 +181,57 @@ class Connection:
 
     def _fds_timed_out(self) -> None:
         self.fd_timer = None
-        if self.peer is not None and self.peer.incoming_fds and not self.closed:
+        if self.peer is not None and self.framer.fds and not self.closed:
             self.server.bus.kick(self.peer, "unix fds were left waiting longer than pending_fd_timeout")
 
-    def _take_fds(self, anc) -> None:
-        fds = []
-        for level, kind, payload in anc:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                a = array.array("i")
-                a.frombytes(payload[: len(payload) // 4 * 4])
-                fds.extend(a)
-        if self.peer is None and self.sasl is not None:
-            # They may belong to a message pipelined behind BEGIN in this
-            # same read; _authenticate hands them over or refuses them.
-            self.early_fds.extend(fds)
-            return
-        if self.peer is None or not self.peer.unix_fds:
-            for fd in fds:
-                os.close(fd)
-            if fds and self.peer is not None:
-                self.server.bus.kick(self.peer, "sent unix fds without negotiating them")
-            return
-        self.peer.incoming_fds.extend(fds)
-
-    def _authenticate(self, data: bytes) -> None:
+    def _authenticate(self, data: bytes, fds) -> None:
         sasl = self.sasl
-        reply = sasl.feed(data)
+        out = []
+        try:
+            # Fds that come with BEGIN belong to the messages pipelined
+            # behind it; the framer holds them and refuses any others.
+            for line in self.framer.lines(data, fds):
+                out.append(sasl.line(line))
+                if sasl.done or sasl.failed:
+                    break
+        except FramingError as e:
+            if out:
+                self._queue(b"".join(out), ())
+            self.close(f"authentication failed: {e}")
+            return
+        reply = b"".join(out)
         if reply:
             self._queue(reply, ())
         if sasl.failed:
             self.close(f"authentication failed: {sasl.failure}")
-            return
-        if self.early_fds and not sasl.done:
-            self.close("sent unix fds during authentication")
             return
         if sasl.done:
             self.sasl = None  # its state is no longer needed: keep idle connections small
             self.peer = self.server.authenticated(self, sasl.unix_fds)
             if self.peer is None:
                 return
-            early, self.early_fds = self.early_fds, []
-            if early:
-                if not sasl.unix_fds:
-                    for fd in early:
-                        os.close(fd)
-                    self.server.bus.kick(self.peer, "sent unix fds without negotiating them")
-                    return
-                self.peer.incoming_fds.extend(early)
-            if sasl.leftover:
-                self._frames(sasl.leftover)
+            if self.framer.fds and not sasl.unix_fds:
+                close_fds(self.framer.close())
+                self.server.bus.kick(self.peer, "sent unix fds without negotiating them")
+                return
+            if self.framer.pending:
+                self._frames(b"")
 
-    def _frames(self, data: bytes) -> None:
-        bus = self.server.bus
+    def _frames(self, data: bytes, fds=()) -> None:
         peer = self.peer
-        max_size = self.server.max_message_size
-        if self.rbuf:
-            self.rbuf += data
-            buf = self.rbuf
-        else:
-            buf = data
-        off = 0
-        end = len(buf)
         delivered = 0
         try:
-            while end - off >= 16:
-                n = message_length(buf, off)
-                if n > max_size:
-                    bus.kick(peer, f"message of {n} bytes exceeds max_message_size")
-                    return
-                if end - off < n:
-                    if n >= LARGE_MESSAGE and (end - off) * 4 >= n:
-                        # Read the rest straight into a buffer of its own size.
-                        big = bytearray(n)
-                        big[:end - off] = memoryview(buf)[off:end]
-                        self.big = big
-                        self.big_fill = end - off
-                        off = end
-                    break
-                if buf is self.rbuf:
-                    frame = bytes(buf[off:off + n])
-                elif off == 0 and n == end:
-                    frame = buf
-                else:
-                    frame = buf[off:off + n]
-                off += n
+            # The common read, one whole message and nothing pending, skips
+            # the generator (3% of the instructions of a sequential call).
+            frame = None if fds else self.framer.single(data)
+            if frame is not None:
+                if self._deliver(frame) and self.auth_timer is not None and peer.unique_name is not None:
+                    self.auth_timer.cancel()
+                    self.auth_timer = None
+                return
+            for frame, mine in self.framer.frames(data, fds):
+                if mine:
+                    peer.incoming_fds.extend(mine)
                 if not self._deliver(frame):
                     return
                 if peer.closed:
@@ -272,13 +246,10 @@ class Connection:
                     # auth_timeout covers the whole handshake, up to Hello
                     self.auth_timer.cancel()
                     self.auth_timer = None
+        except MessageTooLarge as e:
+            self.server.bus.kick(peer, str(e))
         except ProtocolError as e:
-            bus.kick(peer, f"invalid message: {e}")
-            return
-        if buf is self.rbuf:
-            del self.rbuf[:off]
-        elif off < end:
-            self.rbuf += buf[off:]
+            self.server.bus.kick(peer, f"invalid message: {e}")
 
     # -- writing (the core calls send/close) ----------------------------------
 
@@ -429,9 +400,7 @@ class Connection:
             if type(item) is list:
                 for fd in item[1]:
                     os.close(fd)
-        for fd in self.early_fds:
-            os.close(fd)
-        self.early_fds = []
+        close_fds(self.framer.close())
         self.wqueue.clear()
         self.queued_bytes = 0
         try:

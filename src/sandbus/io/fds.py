@@ -1,7 +1,10 @@
 """File descriptors the io layer lends to the bus core: how the core lets
-go of the ones a message carried, and takes copies it may keep."""
+go of the ones a message carried, and takes copies it may keep; and the
+fds a socket read brought."""
 
+import array
 import os
+import socket
 
 
 def close_fds(fds) -> None:
@@ -21,3 +24,14 @@ def dup_fds(fds) -> list:
         close_fds(copies)
         raise
     return copies
+
+
+def fds_from_ancillary(anc) -> list:
+    """The fds of recvmsg's ancillary data (SCM_RIGHTS)."""
+    fds = []
+    for level, kind, payload in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            a = array.array("i")
+            a.frombytes(payload[: len(payload) // 4 * 4])
+            fds.extend(a)
+    return fds

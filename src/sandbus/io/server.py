@@ -43,6 +43,8 @@ class Server:
         self.max_pending_fds = min(limits.max_incoming_unix_fds, limits.max_message_unix_fds)
         self.pending_fd_timeout = limits.pending_fd_timeout / 1000.0
         self.max_message_size = min(limits.max_message_size, 128 * 1024 * 1024)
+        for conn in self.connections:
+            conn.framer.max_message_size = self.max_message_size
 
     # -- listeners -------------------------------------------------------------
 

@@ -9,8 +9,8 @@ import binascii
 import secrets
 
 from .cookie_sha1 import CookieError, check_response, format_challenge
+from .framer import MAX_LINE, Framer, FramingError
 
-MAX_LINE = 16384
 MAX_REJECTIONS = 6  # dbus-daemon disconnects on the sixth failure
 
 _WAIT_NUL, _WAIT_AUTH, _WAIT_DATA, _WAIT_BEGIN, _DONE, _FAILED, _WAIT_COOKIE = range(7)
@@ -37,7 +37,7 @@ class SaslServer:
         self.allow_anonymous = allow_anonymous
         self.uid_allowed = uid_allowed or (lambda uid: True)
         self.state = _WAIT_NUL
-        self.buffer = bytearray()
+        self._framer = Framer(sasl="server", max_line=MAX_LINE)  # only for feed()
         self.rejections = 0
         self.unix_fds = False
         self.uid = None  # authenticated uid; None for ANONYMOUS
@@ -78,33 +78,30 @@ class SaslServer:
         """Consume client bytes; return the reply bytes to send."""
         if self.state in (_DONE, _FAILED):
             return b""
-        self.buffer += data
         out = []
-        if self.state == _WAIT_NUL and self.buffer:
-            if self.buffer[0] != 0:
-                return self._fail("client did not send the initial NUL byte")
-            del self.buffer[0]
-            self.state = _WAIT_AUTH
-        while self.state not in (_DONE, _FAILED):
-            end = self.buffer.find(b"\r\n")
-            if end < 0:
-                if len(self.buffer) > MAX_LINE:
-                    self._fail("SASL line too long")
-                break
-            if end > MAX_LINE:
-                self._fail("SASL line too long")
-                break
-            line = bytes(self.buffer[:end])
-            del self.buffer[:end + 2]
-            reply = self._line(line)
-            if reply:
-                out.append(reply)
+        try:
+            for line in self._framer.lines(data):
+                out.append(self.line(line))
+                if self.state in (_DONE, _FAILED):
+                    break
+        except FramingError as e:
+            self._fail(str(e))
         if self.state == _DONE:
-            self.leftover = bytes(self.buffer)
-            self.buffer.clear()
-            if self.on_done is not None:
-                self.on_done(self)
+            self.leftover = bytes(self._framer.buf)
+            self._framer.close()
         return b"".join(out)
+
+    def line(self, line: bytes) -> bytes:
+        """One line the client sent, as a Framer(sasl="server") splits them
+        (which has checked the initial NUL byte); the reply bytes to send."""
+        if self.state == _WAIT_NUL:
+            self.state = _WAIT_AUTH
+        if self.state in (_DONE, _FAILED):
+            return b""
+        reply = self._line(line) or b""
+        if self.state == _DONE and self.on_done is not None:
+            self.on_done(self)
+        return reply
 
     def _fail(self, why: str) -> bytes:
         self.state = _FAILED

@@ -4,9 +4,9 @@ from sandbus.core.peer cimport Peer
 cdef class Connection:
     cdef public Server server
     cdef public Peer peer
-    cdef public object sock, fd, listener, sasl, creds, rbuf, wqueue
+    cdef public object sock, fd, listener, sasl, creds, framer, wqueue
     cdef public object queued_bytes, closed, auth_timer, reading, writing, dirty
-    cdef public object big, big_fill, queued_fds, fd_timer, early_fds
-    cpdef _frames(self, data)
+    cdef public object queued_fds, fd_timer
+    cpdef _frames(self, data, fds=*)
     cpdef _deliver(self, frame)
     cpdef flush(self)

@@ -1,0 +1,329 @@
+"""`sandbus run [OPTIONS] -- COMMAND [ARGS]`: COMMAND in a bubblewrap sandbox
+whose only bus is its own Containers1 instance on the session bus.
+
+The launcher binds and listens on the socket the sandbox sees as
+$XDG_RUNTIME_DIR/bus and hands it to the bus (AddServer's Socket), so the
+bus never makes a socket of its own for the app.  The host name of that
+socket exists only while bwrap sets the sandbox up: it is removed as soon
+as bwrap has bind-mounted it.  Two pipes tie the instance to the sandbox:
+ReadyNotification (the bus starts accepting once we are ready) and
+StopOnNotify, whose write end only the sandbox's processes hold, so the bus
+stops the instance when the last of them exits, even if the launcher was
+killed."""
+
+import array
+import fcntl
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import termios
+import time
+
+from ..io.client import BUS_NAME, BUS_PATH, BusError, Client, ClientError
+from ..wire.marshal import Variant
+from ..wire.message import SIGNAL
+from .options import PORTAL_ARGS, USAGE, UsageError, learned_run_args, parse_run_args
+from .sandbox import env_args, sandbox_args
+
+IFACE = "org.freedesktop.DBus.Containers1"
+CONTAINER_TYPE = "org.sandbus.Run"
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+NO_USERNS = ("bwrap could not create the sandbox: are unprivileged user namespaces enabled? "
+             "(sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0, "
+             "kernel.apparmor_restrict_unprivileged_userns=0)")
+
+
+class RunError(Exception):
+    pass
+
+
+def _say(text: str) -> None:
+    print(f"sandbus run: {text}", file=sys.stderr, flush=True)
+
+
+def run_main(argv) -> int:
+    try:
+        opts = parse_run_args(list(argv))
+    except UsageError as e:
+        _say(str(e))
+        return 2
+    if opts.help:
+        sys.stdout.write(USAGE)
+        return 0
+    bwrap = os.environ.get("SANDBUS_BWRAP") or shutil.which("bwrap")
+    if not bwrap or not os.access(bwrap, os.X_OK):
+        _say("bwrap (bubblewrap) is not installed: install the bubblewrap package")
+        return 1
+    address = opts.address or os.environ.get("DBUS_SESSION_BUS_ADDRESS")
+    if not address:
+        _say("no session bus: DBUS_SESSION_BUS_ADDRESS is not set (or give --address)")
+        return 1
+    launcher = Launcher(opts, bwrap, address)
+    try:
+        return launcher.run()
+    except RunError as e:
+        _say(str(e))
+        return 1
+    except OSError as e:
+        _say(f"{e}")
+        return 1
+    except KeyboardInterrupt:  # before the app ran (after, Ctrl-C goes to it)
+        return 130
+    finally:
+        launcher.cleanup()
+
+
+class Launcher:
+    def __init__(self, opts, bwrap: str, address: str):
+        self.opts = opts
+        self.bwrap = bwrap
+        self.address = address
+        self.client = None
+        self.tmpdir = None
+        self.proc = None
+        self.fds = []  # our copies, closed at cleanup
+        self.path = None  # the instance
+        self.sandbox_pid = None
+        self.instance_id = os.urandom(16).hex()
+
+    def _pipe(self):
+        r, w = os.pipe()
+        self.fds += [r, w]
+        return r, w
+
+    def _close(self, fd) -> None:
+        if fd in self.fds:
+            self.fds.remove(fd)
+            os.close(fd)
+
+    def run(self) -> int:
+        opts = self.opts
+        try:
+            self.client = Client(self.address)
+        except (ClientError, OSError) as e:
+            raise RunError(f"cannot use the session bus: {e}") from None
+        uid = os.getuid()
+        base = os.environ.get("XDG_RUNTIME_DIR")
+        # sun_path holds 108 bytes: a deep runtime directory cannot take it.
+        if not base or not os.access(base, os.W_OK) or len(os.fsencode(base)) > 80:
+            base = None
+        self.tmpdir = tempfile.mkdtemp(prefix="sandbus-run-", dir=base)
+        host_socket = os.path.join(self.tmpdir, "bus")
+        listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.fds.append(listening.detach())
+        lfd = self.fds[-1]
+        listening = socket.socket(fileno=os.dup(lfd))
+        try:
+            listening.bind(host_socket)
+            listening.listen(128)
+        finally:
+            listening.close()
+        stop_r, stop_w = self._pipe()
+        ready_r, ready_w = self._pipe()
+        block_r, block_w = self._pipe()
+        info_r, info_w = self._pipe()
+
+        env = {}
+        home = os.path.expanduser("~") if os.path.isabs(os.path.expanduser("~")) else "/home/app"
+        args = sandbox_args(opts, uid=uid, runtime_socket=host_socket, home=home, env_out=env)
+        argv = [self.bwrap, *args, *env_args(env), "--info-fd", str(info_w), "--block-fd", str(block_r),
+                "--", *opts.command]
+        try:
+            # Its own process group: a terminal's Ctrl-C reaches only us,
+            # and we pass it to the app (bwrap itself would just die of it).
+            self.proc = subprocess.Popen(argv, pass_fds=(stop_w, info_w, block_r), process_group=0)
+        except OSError as e:
+            raise RunError(f"cannot run {self.bwrap}: {e}") from None
+        # From here on only the sandbox holds these.
+        for fd in (stop_w, info_w, block_r):
+            self._close(fd)
+        info = self._read_info(info_r)
+        if info is None:
+            self.proc.wait()
+            self.proc = None
+            raise RunError(NO_USERNS)
+        self.sandbox_pid = info.get("child-pid")
+
+        c = self.client
+        c.add_match(f"type='signal',sender='{BUS_NAME}',interface='{IFACE}',member='InstanceRemoved'")
+        metadata = {
+            "AppId": Variant("s", opts.app_id),
+            "InstanceId": Variant("s", self.instance_id),
+            "Command": Variant("as", list(opts.command)),
+            "Permissions": Variant("as", opts.permission_args()),
+        }
+        named = {"Socket": Variant("h", 0), "ReadyNotification": Variant("h", 1),
+                 "StopOnNotify": Variant("h", 2)}
+        if not opts.unfiltered():
+            named["Allow"] = Variant("a(usos)", opts.allow_rules())
+        if opts.learn:
+            named["Learn"] = Variant("b", True)
+        try:
+            self.path = c.call(BUS_NAME, BUS_PATH, IFACE, "AddServer", "ssa{sv}a{sv}",
+                               (CONTAINER_TYPE, opts.app_id, metadata, named),
+                               fds=[lfd, ready_r, stop_r])[0]
+        except BusError as e:
+            if e.name == "org.freedesktop.DBus.Error.UnknownMethod":
+                raise RunError(f"the session bus has no Containers1 interface (is it sandbus?): {e.text}") \
+                    from None
+            raise RunError(f"the bus refused the container instance: {e}") from None
+        for fd in (lfd, ready_r, stop_r):
+            self._close(fd)
+        self._close(ready_w)  # hung up == ready: the bus starts accepting
+        os.write(block_w, b"1")  # bwrap goes on to exec the command
+        self._forget_host_socket(block_w, host_socket)
+
+        status = self._wait_exit()
+        if opts.learn:
+            self._print_learned()
+        self._wait_removed()
+        return status
+
+    def _read_info(self, fd):
+        """bwrap's --info-fd JSON, which it writes once the namespaces exist;
+        None if it exited first (it could not make them)."""
+        data = b""
+        while True:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            data += chunk
+            try:
+                return json.loads(data)
+            except ValueError:
+                continue
+        try:
+            return json.loads(data) if data else None
+        except ValueError:
+            return None
+
+    def _forget_host_socket(self, block_w: int, host_socket: str) -> None:
+        """bwrap reads the block fd after every mount, just before exec:
+        once our byte is gone the socket is mounted inside and its host
+        name can go."""
+        pending = array.array("i", [1])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            fcntl.ioctl(block_w, termios.FIONREAD, pending)
+            if pending[0] == 0:
+                break
+            time.sleep(0.0005)
+        self._close(block_w)
+        self._remove_tmpdir()
+
+    def _remove_tmpdir(self) -> None:
+        if self.tmpdir is None:
+            return
+        try:
+            os.unlink(os.path.join(self.tmpdir, "bus"))
+        except FileNotFoundError:
+            pass
+        os.rmdir(self.tmpdir)
+        self.tmpdir = None
+
+    def _forward(self, signum, frame) -> None:
+        """The command is pid 2 under bwrap's init, which passes no signals
+        on: send it to init's children, so Ctrl-C reaches the app."""
+        targets = []
+        pid = self.sandbox_pid
+        if pid:
+            try:
+                with open(f"/proc/{pid}/task/{pid}/children") as f:
+                    targets = [int(p) for p in f.read().split()]
+            except OSError:
+                pass
+        if not targets and self.proc is not None:
+            targets = [self.proc.pid]
+        for p in targets:
+            try:
+                os.kill(p, signum)
+            except ProcessLookupError:
+                pass
+
+    def _wait_exit(self) -> int:
+        old = {s: signal.signal(s, self._forward) for s in FORWARDED}
+        try:
+            while True:
+                try:
+                    rc = self.proc.wait()
+                    break
+                except InterruptedError:
+                    continue
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+        self.proc = None
+        return rc if rc >= 0 else 128 - rc
+
+    def _print_learned(self) -> None:
+        try:
+            _rules, fargs = self.client.call(BUS_NAME, BUS_PATH, IFACE, "GetLearnedRules", "o", (self.path,))
+        except (BusError, ClientError) as e:
+            _say(f"--learn: could not read the learned rules: {e}")
+            return
+        opts = self.opts
+        given = opts.permission_args() + [f"--own-name={n}" for n in opts.implied_own()] + list(PORTAL_ARGS)
+        needed = opts.permission_args() + learned_run_args(fargs, given)
+        if opts.app_id != _default(opts):
+            needed.insert(0, f"--app-id={opts.app_id}")
+        line = shlex.join(["sandbus", "run", *needed, "--", *opts.command])
+        print(f"sandbus run: --learn: these options allow what this run did:\n{line}",
+              file=sys.stderr, flush=True)
+
+    def _wait_removed(self) -> None:
+        """Return only once the bus has let the instance go, so a caller that
+        sees us exit sees it gone too (the signal may already be waiting)."""
+        path = self.path
+
+        def removed(m):
+            return m.type == SIGNAL and m.interface == IFACE and m.member == "InstanceRemoved" \
+                and list(m.body())[:1] == [path]
+        try:
+            self.client.wait_for(removed, 5.0)
+        except (ClientError, OSError):
+            pass
+
+    def _instance_alive(self) -> bool:
+        try:
+            self.client.call(BUS_NAME, BUS_PATH, IFACE, "GetInstanceInfo", "o", (self.path,))
+            return True
+        except BusError:
+            return False
+
+    def cleanup(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+        for fd in list(self.fds):
+            self._close(fd)
+        if self.tmpdir is not None:
+            try:
+                self._remove_tmpdir()
+            except OSError:
+                pass
+        if self.client is not None:
+            if self.path is not None and self._stop_needed():
+                try:
+                    self.client.call(BUS_NAME, BUS_PATH, IFACE, "StopInstance", "o", (self.path,))
+                except (BusError, ClientError, OSError):
+                    pass
+            self.client.close()
+            self.client = None
+
+    def _stop_needed(self) -> bool:
+        try:
+            return self._instance_alive()
+        except (ClientError, OSError):
+            return False
+
+
+def _default(opts) -> str:
+    from .options import default_app_id
+    return default_app_id(opts.command[0])

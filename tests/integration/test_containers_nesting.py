@@ -79,7 +79,7 @@ def test_a_wider_one_is_refused_naming_the_rule(cbus, rules, which):
 def test_unmediated_or_learning_nested_instances_are_refused(cbus):
     _, _, inner = _parent(cbus)
     e = cerror(inner, "AddServer", "ssa{sv}a{sv}", "com.example.App", "x", {}, {})
-    assert e.name == ACCESS_DENIED and "needs Allow rules" in e.text
+    assert e.name == ACCESS_DENIED and "need Allow rules" in e.text
     e = cerror(inner, "AddServer", "ssa{sv}a{sv}", "com.example.App", "x", {},
                {**allow(), "Learn": ("b", True)})
     assert e.name == ACCESS_DENIED and "may not learn" in e.text

@@ -80,102 +80,51 @@ def test_first_uncovered_names_the_rule():
 
 # -- through Bus.receive, no sockets ---------------------------------------------
 
-from corehelpers import ERR, Client, make_bus  # noqa: E402
+from containerhelpers import CIFACE, make_container_bus  # noqa: E402
+from corehelpers import ERR  # noqa: E402
 
-from sandbus.containers.manager import ContainerManager  # noqa: E402
-from sandbus.core.mediation import Mediation  # noqa: E402
 from sandbus.wire.marshal import Variant  # noqa: E402
 
-CIFACE = "org.freedesktop.DBus.Containers1"
 
-
-class FakeListener:
-    def __init__(self, n):
-        self.container = None
-        self.allowed_uid = None
-        self.path = f"/fake/socket{n}"
-
-    def address(self, guid):
-        return f"unix:path={self.path},guid={guid}"
-
-
-class FakeSockets:
-    """What io/container_sockets.py gives the manager, without sockets."""
-
-    def __init__(self):
-        self.made = []
-        self.stopped = []
-
-    def default_directory(self, bus_type):
-        return "/fake"
-
-    def create(self, directory):
-        self.made.append(FakeListener(len(self.made)))
-        return self.made[-1]
-
-    def adopt(self, fd):
-        return self.create("/fake")
-
-    def start(self, listener):
-        pass
-
-    def stop(self, listener):
-        self.stopped.append(listener)
-
-    def watch(self, fd, callback, once=True):
-        return lambda: None
-
-
-def _bus():
-    bus = make_bus()
-    mgr = ContainerManager(bus, FakeSockets())
-    bus.set_mediation(Mediation([mgr.access]))
-    return bus, mgr
-
-
-def _add(client, name, rules=None, **named):
-    args = {k: v for k, v in named.items()}
-    if rules is not None:
-        args["Allow"] = Variant("a(usos)", rules)
-    return client.bus_call("AddServer", "ssa{sv}a{sv}", ("com.example.App", name, {}, args), interface=CIFACE)
-
-
-def _inside(bus, mgr, path):
-    inst = mgr.instances[path]
-    assert inst.admit_connection()  # as the io layer does when it accepts
-    c = Client(bus, listener=inst.listener)
-    c.hello()
-    return c
+def _add(cb, client, name, rules=None):
+    args = {} if rules is None else {"Allow": Variant("a(usos)", rules)}
+    return cb.ccall(client, "AddServer", "ssa{sv}a{sv}", ("com.example.App", name, {}, args))
 
 
 def test_through_the_bus_nested_add_server_narrows_only():
-    bus, mgr = _bus()
-    outside = Client(bus)
-    outside.hello()
+    cb = make_container_bus()
+    outside = cb.client()
     outside.bus_ok("AddMatch", "s", ("type='signal',member='InstanceRemoved'",))
-    reply = _add(outside, "parent", [(TALK | PATH_TREE, "org.example.Talk", "/", "")])
-    ppath = reply.body()[0]
-    inner = _inside(bus, mgr, ppath)
-    wider = _add(inner, "wide", [(TALK | PATH_TREE, "org.example.Talk2", "/", "")])
+    parent = cb.add_server(outside, [(TALK | PATH_TREE, "org.example.Talk", "/", "")], name="parent")
+    inner = cb.join(parent)
+    wider = _add(cb, inner, "wide", [(TALK | PATH_TREE, "org.example.Talk2", "/", "")])
     assert wider.error_name == ERR + "AccessDenied" and "Allow rule 0" in wider.body()[0]
-    assert _add(inner, "plain").error_name == ERR + "AccessDenied"
-    ok = _add(inner, "narrow", [(CALL, "org.example.Talk", "/x", "")])
-    cpath = ok.body()[0]
-    child = mgr.instances[cpath]
-    assert child.parent is mgr.instances[ppath] and child in mgr.instances[ppath].children
-    assert child.creator_creds["org.freedesktop.DBus.Containers1.Instance"] == Variant("o", ppath)
+    assert _add(cb, inner, "plain").error_name == ERR + "AccessDenied"
+    cpath = _add(cb, inner, "narrow", [(CALL, "org.example.Talk", "/x", "")]).body()[0]
+    child = cb.manager.instances[cpath]
+    assert child.parent is parent and child in parent.children
+    assert child.creator_creds["org.freedesktop.DBus.Containers1.Instance"] == Variant("o", parent.path)
     # the parent stops: the nested one goes with it
-    outside.bus_ok("StopInstance", "o", (ppath,), interface=CIFACE)
-    assert cpath not in mgr.instances and ppath not in mgr.instances
+    outside.bus_ok("StopInstance", "o", (parent.path,), interface=CIFACE)
+    assert cpath not in cb.manager.instances and parent.path not in cb.manager.instances
     removed = [s.body()[0] for s in outside.signals("InstanceRemoved")]
-    assert set(removed) == {ppath, cpath}
+    assert set(removed) == {parent.path, cpath}
 
 
 def test_through_the_bus_an_unmediated_instance_may_not_nest():
-    bus, mgr = _bus()
-    outside = Client(bus)
-    outside.hello()
-    ppath = _add(outside, "parent").body()[0]
-    inner = _inside(bus, mgr, ppath)
-    e = _add(inner, "narrow", [(CALL, "org.example.Talk", "/x", "")])
+    cb = make_container_bus()
+    outside = cb.client()
+    inner = cb.join(cb.add_server(outside, name="parent"))
+    e = _add(cb, inner, "narrow", [(CALL, "org.example.Talk", "/x", "")])
     assert e.error_name == ERR + "AccessDenied" and "may not be called from inside a container" in e.body()[0]
+
+
+def test_through_the_bus_nested_connections_count_against_the_parent():
+    cb = make_container_bus()
+    outside = cb.client()
+    parent = cb.add_server(outside, [(CALL, "org.example.Talk", "/", "")], MaxConnections=Variant("u", 2))
+    inner = cb.join(parent)
+    child = cb.manager.instances[_add(cb, inner, "narrow", []).body()[0]]
+    assert child.max_connections == 2
+    cb.join(child)
+    assert not child.admit_connection() and not parent.admit_connection()

@@ -123,8 +123,9 @@ def _check_nested(mgr, parent, args) -> None:
         raise DBusError(errors.ACCESS_DENIED, f"AddServer: a nested instance may not learn: it would "
                         f"allow what {parent.path} may not do")
     if "Allow" not in args:
-        raise DBusError(errors.ACCESS_DENIED, f"AddServer: a nested instance needs Allow rules: without "
-                        f"them it would be wider than {parent.path}")
+        raise DBusError(errors.ACCESS_DENIED, f"AddServer from inside a container ({parent.path}) makes only "
+                        "nested instances, which need Allow rules: without them one would be wider than "
+                        "its parent")
     wider = first_uncovered(args["Allow"], mgr.access.effective_rules(parent))
     if wider is not None:
         i, (flags, name, path, interface) = wider
@@ -135,8 +136,8 @@ def _check_nested(mgr, parent, args) -> None:
 def _require_nested_creator(peer, inst, what: str) -> None:
     """From inside an instance, only the instances nested in it."""
     if peer.container is not None and inst.parent is not peer.container:
-        raise DBusError(errors.ACCESS_DENIED, f"{what}: {inst.path} is not nested in the caller's "
-                        f"instance {peer.container.path}")
+        raise DBusError(errors.ACCESS_DENIED, f"{what} from inside a container ({peer.container.path}) "
+                        f"is only for the instances nested in it, and {inst.path} is not")
 
 
 def _stop_listening(mgr, driver, call, path):

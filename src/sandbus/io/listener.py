@@ -108,6 +108,11 @@ def bind_unix_path(path: str, backlog: int = 4096) -> Listener:
             if stat.S_ISSOCK(os.lstat(path).st_mode):
                 os.unlink(path)
         sock.bind(path)
+        # As dbus-daemon: anyone may reach the socket, and authentication
+        # and the bus's policy decide who is served.  The umask's mode would
+        # turn other users away with EPERM before they could even
+        # authenticate (a system bus would serve root alone).
+        os.chmod(path, 0o777)
         sock.listen(backlog)
     except OSError:
         sock.close()

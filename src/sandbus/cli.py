@@ -100,7 +100,24 @@ def _setup_logging(verbose: bool = False) -> None:
                         format="sandbus[%(process)d]: %(name)s: %(message)s")
 
 
+def _ensure_std_fds() -> None:
+    """Open /dev/null on whichever of fds 0-2 is closed, before anything
+    else opens a descriptor: started with stdin closed (`<&-`), the event
+    loop's epoll fd would land on 0 and --fork's /dev/null dup onto stdin
+    would then destroy it (EINVAL from epoll).  dbus-daemon does the same
+    first thing in main()."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:  # a lower one was closed too and took it first
+                os.dup2(null, fd)
+                os.close(null)
+
+
 def daemon_main(argv=None) -> int:
+    _ensure_std_fds()
     argv = sys.argv[1:] if argv is None else argv
     _setup_logging()
     try:

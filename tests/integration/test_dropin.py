@@ -392,3 +392,85 @@ def test_notify_socket_ready(tmp_path):
         proc.terminate()
         assert proc.wait(TIMEOUT) == 0
         rx.close()
+
+
+NOBODY = 65534
+
+
+def _as_nobody(*argv):
+    return subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv],
+                          capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("listen", ["path", "tmpdir"])
+def test_unix_socket_is_world_connectable(listen):
+    """dbus-daemon makes every unix socket file it binds mode 0777 whatever
+    the umask, and leaves the choice of who is served to authentication and
+    policy: another uid connects, and the permissive policy serves it."""
+    if os.getuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to act as nobody")
+    import tempfile
+    root = tempfile.mkdtemp(prefix="sbmode-")
+    try:
+        os.chmod(root, 0o755)
+        address = f"unix:path={root}/bus" if listen == "path" else f"unix:tmpdir={root}"
+        conf = os.path.join(root, "bus.conf")
+        with open(conf, "w") as f:
+            f.write(f"<busconfig><type>session</type><listen>{address}</listen>"
+                    f"<policy context='default'><allow user='*'/></policy>{POLICY}</busconfig>")
+        old = os.umask(0o077)
+        try:
+            proc = subprocess.Popen(daemon_argv() + [f"--config-file={conf}", "--nofork", "--print-address=1"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+        finally:
+            os.umask(old)
+        try:
+            printed = proc.stdout.readline().decode().strip()
+            path = dict(kv.split("=", 1) for kv in printed.split(":", 1)[1].split(","))["path"]
+            assert os.stat(path).st_mode & 0o777 == 0o777
+            cp = _as_nobody("dbus-send", f"--bus={printed}", "--print-reply", "--dest=org.freedesktop.DBus",
+                            "/org/freedesktop/DBus", "org.freedesktop.DBus.GetConnectionUnixUser",
+                            "string:org.freedesktop.DBus")
+            assert cp.returncode == 0, cp.stderr
+        finally:
+            proc.terminate()
+            proc.wait(TIMEOUT)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("closed", [(0,), (0, 1, 2)])
+def test_fork_with_standard_fds_closed(tmp_path, closed):
+    """--fork started with stdin (or all of 0-2) closed, as dbus's
+    test-dbus-daemon-fork.sh does (`<&-`): the bus still forks, prints its
+    address and serves."""
+    conf = tmp_path / "bus.conf"
+    conf.write_text(f"<busconfig><type>session</type><listen>unix:tmpdir={tmp_path}</listen>"
+                    f"{POLICY}</busconfig>")
+    ra, wa = os.pipe()
+    rp, wp = os.pipe()
+    os.set_inheritable(wa, True)
+    os.set_inheritable(wp, True)
+    # close the standard descriptors in the child only, after the pipes are
+    # placed above them (preexec_fn runs after pass_fds are set up)
+    closer = (f"import os,sys; [os.close(fd) for fd in {closed!r}]; "
+              f"os.execvp(sys.argv[1], sys.argv[1:])")
+    proc = subprocess.Popen([SYSTEM_PYTHON, "-c", closer, *daemon_argv(), f"--config-file={conf}", "--fork",
+                             f"--print-address={wa}", f"--print-pid={wp}"],
+                            pass_fds=(wa, wp), stderr=subprocess.DEVNULL)
+    os.close(wa)
+    os.close(wp)
+    assert proc.wait(TIMEOUT) == 0
+    with os.fdopen(ra) as fa, os.fdopen(rp) as fp:
+        address = fa.readline().strip()
+        pid = int(fp.readline())
+    try:
+        assert address.startswith("unix:")
+        cp = subprocess.run(["dbus-send", f"--bus={address}", "--print-reply", "--dest=org.freedesktop.DBus",
+                             "/", "org.freedesktop.DBus.ListNames"],
+                            capture_output=True, text=True, timeout=TIMEOUT)
+        assert cp.returncode == 0, cp.stderr
+    finally:
+        os.kill(pid, 15)
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}") or
+               open(f"/proc/{pid}/stat").read().split()[2] == "Z", timeout=TIMEOUT)

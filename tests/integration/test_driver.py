@@ -433,3 +433,35 @@ def test_unique_name_signal_order(bus):
     with Client(bus.address) as c:
         m = c.wait_for(lambda m: m.header.message_type == MessageType.signal)
         assert is_signal(m, "NameAcquired", body0=c.unique_name), describe(m)
+
+
+@pytest.mark.parametrize("member,sig,body", [
+    ("Get", "ss", (BUS_IFACE, "Features")),
+    ("GetAll", "s", (BUS_IFACE,)),
+    ("Set", "ssv", (BUS_IFACE, "Features", ("as", []))),
+])
+def test_properties_only_at_the_canonical_path(client, member, sig, body):
+    """dbus-daemon has org.freedesktop.DBus on every path but Properties
+    only at /org/freedesktop/DBus (dbus's test-dbus-daemon
+    /properties/*-invalid-path)."""
+    with pytest.raises(DBusErrorReply) as ei:
+        client.call(BUS_NAME, "/", PROPS, member, sig, body)
+    assert ei.value.name == ERR + "UnknownInterface"
+
+
+def test_update_activation_environment_only_at_the_canonical_path(client):
+    """dbus's /canonical-path/uae: elsewhere it is AccessDenied."""
+    with pytest.raises(DBusErrorReply) as ei:
+        client.call(BUS_NAME, "/", BUS_IFACE, "UpdateActivationEnvironment", "a{ss}", ({"A": "1"},))
+    assert ei.value.name == ERR + "AccessDenied"
+    client.call(BUS_NAME, BUS_PATH, BUS_IFACE, "UpdateActivationEnvironment", "a{ss}", ({"A": "1"},))
+
+
+@pytest.mark.parametrize("systemd", [False, True])
+def test_features_systemd_activation(bus_factory, systemd):
+    """Features lists SystemdActivation exactly under --systemd-activation."""
+    b = bus_factory(args=("--systemd-activation",) if systemd else ())
+    with Client(b.address) as c:
+        (v,) = c.call(BUS_NAME, BUS_PATH, PROPS, "Get", "ss", (BUS_IFACE, "Features"))
+    assert ("SystemdActivation" in v[1]) == systemd
+    assert "HeaderFiltering" in v[1]

@@ -335,6 +335,23 @@ def test_update_activation_environment(bus):
     other = connect(bus, uid=OTHER_UID)
     assert other.bus_error("UpdateActivationEnvironment", "a{ss}", ({"B": "2"},))[0] == ERR + "AccessDenied"
     assert "B" not in bus.driver.activation_environment
+    # only at the canonical path, though org.freedesktop.DBus is on every path
+    name, text = owner.bus_error("UpdateActivationEnvironment", "a{ss}", ({"C": "3"},), path="/")
+    assert name == ERR + "AccessDenied" and "canonical object path" in text
+    assert "C" not in bus.driver.activation_environment
+
+
+def test_properties_only_at_the_canonical_path(bus):
+    a = connect(bus)
+    for member, sig, body in (("Get", "ss", (BUS_IFACE, "Features")), ("GetAll", "s", (BUS_IFACE,)),
+                              ("Set", "ssv", (BUS_IFACE, "Features", Variant("as", [])))):
+        assert a.bus_error(member, sig, body, interface=PROPS, path="/")[0] == ERR + "UnknownInterface"
+        # without an interface, the member is looked for only where it is here
+        assert a.bus_error(member, sig, body, interface=None, path="/")[0] == ERR + "UnknownMethod"
+    # a bus interface without properties has none, it is not unknown
+    assert a.bus_ok("GetAll", "s", (MONITORING,), interface=PROPS) == [{}]
+    # org.freedesktop.DBus itself stays on every path
+    assert a.bus_ok("GetId", path="/")
 
 
 def test_reload_config_without_a_config(bus):

@@ -23,9 +23,9 @@ IFACE_MONITORING = "org.freedesktop.DBus.Monitoring"
 IFACE_STATS = "org.freedesktop.DBus.Debug.Stats"
 DRIVER_PATH = "/org/freedesktop/DBus"
 
-# Interfaces answered on any object path (as dbus-daemon does); the others
-# only on /org/freedesktop/DBus.
-_ANY_PATH = {IFACE_DBUS, IFACE_PROPERTIES, IFACE_INTROSPECTABLE, IFACE_PEER}
+# Interfaces answered on any object path (as dbus-daemon does); the others,
+# Properties included, only on /org/freedesktop/DBus.
+_ANY_PATH = {IFACE_DBUS, IFACE_INTROSPECTABLE, IFACE_PEER}
 
 FEATURES = ["ActivatableServicesChanged", "HeaderFiltering"]
 
@@ -48,10 +48,10 @@ class DriverMethod:
     """One row of the driver's method table."""
 
     __slots__ = ("interface", "member", "in_sig", "out_sig", "handler", "needs_hello", "privileged",
-                 "owner_only", "filtered", "access")
+                 "owner_only", "filtered", "access", "canonical_only")
 
     def __init__(self, interface, member, in_sig, out_sig, handler, *, needs_hello=True, privileged=False,
-                 owner_only=False, filtered=False, access=None):
+                 owner_only=False, filtered=False, access=None, canonical_only=False):
         self.interface = interface
         self.member = member
         self.in_sig = in_sig
@@ -62,6 +62,8 @@ class DriverMethod:
         self.owner_only = owner_only  # only the bus owner's uid or root
         self.filtered = filtered  # a contained caller sees only the names its rules show it
         self.access = access  # OWN / TALK: what the caller needs on the name in argument 0
+        # only at /org/freedesktop/DBus, though its interface is on every path
+        self.canonical_only = canonical_only
 
     def __repr__(self) -> str:
         return f"<DriverMethod {self.interface}.{self.member}>"
@@ -158,7 +160,11 @@ class Driver:
             row = self._find(msg.interface, member)
             iface = row.interface if row is not None else msg.interface
             if iface is not None and not self._interface_here(iface, msg.path):
-                raise DBusError(errors.UNKNOWN_INTERFACE, f"{DRIVER_NAME} does not understand message {member}")
+                if msg.interface is None:
+                    row = None  # dbus-daemon looks for the member only where it is here
+                else:
+                    raise DBusError(errors.UNKNOWN_INTERFACE,
+                                    f"{DRIVER_NAME} does not understand message {member}")
             if row is None:
                 raise DBusError(errors.UNKNOWN_METHOD, f"{DRIVER_NAME} does not understand message {member}")
             if msg.signature != row.in_sig:
@@ -175,6 +181,9 @@ class Driver:
             if row.owner_only and not self.is_privileged(peer):
                 raise DBusError(errors.ACCESS_DENIED, f"{member} is only allowed for the bus owner or root, "
                                 f"and never from inside a container")
+            if row.canonical_only and msg.path != DRIVER_PATH:
+                raise DBusError(errors.ACCESS_DENIED, f"Method '{member}' is only available at the "
+                                f"canonical object path '{DRIVER_PATH}'")
             result = row.handler(self, Call(peer, msg, view), *args)
         except DBusError as e:
             # dbus-daemon answers even calls flagged NO_REPLY_EXPECTED.
@@ -194,7 +203,7 @@ class Driver:
     def _interface_here(self, iface: str, path: str) -> bool:
         if iface in _ANY_PATH:
             return True
-        return iface in self.interfaces and path == DRIVER_PATH
+        return path == DRIVER_PATH and (iface == IFACE_PROPERTIES or iface in self.interfaces)
 
     def send_reply(self, peer, reply_serial: int, sig: str, values, fds=()) -> None:
         data = build_message(METHOD_RETURN, self.bus.next_serial(), flags=NO_REPLY_EXPECTED, reply_serial=reply_serial,
@@ -253,7 +262,11 @@ class Driver:
         return peer.creds
 
     def _bus_properties(self) -> dict:
-        return {"Features": Variant("as", list(FEATURES)),
+        features = list(FEATURES)
+        activation = self.bus.settings.activation
+        if activation is not None and activation.systemd_activation:
+            features.append("SystemdActivation")
+        return {"Features": Variant("as", features),
                 "Interfaces": Variant("as", list(self.interfaces))}
 
 
@@ -483,7 +496,12 @@ def _get_id(driver, call):
 
 def _properties(driver, iface):
     props = driver.properties.get(iface)
-    return props() if props is not None else None
+    if props is not None:
+        return props()
+    # an interface of the bus without properties has none, it is not unknown
+    if iface in _ANY_PATH or iface == IFACE_PROPERTIES or iface in driver.interfaces:
+        return {}
+    return None
 
 
 def _prop_get(driver, call, iface, prop):
@@ -577,7 +595,7 @@ METHODS = (
     _M(IFACE_DBUS, "ReleaseName", "s", "u", _release_name, access=OWN),
     _M(IFACE_DBUS, "StartServiceByName", "su", "u", _start_service_by_name, filtered=True, access=TALK),
     _M(IFACE_DBUS, "UpdateActivationEnvironment", "a{ss}", "", _update_activation_environment,
-       privileged=True, owner_only=True),
+       privileged=True, owner_only=True, canonical_only=True),
     _M(IFACE_DBUS, "NameHasOwner", "s", "b", _name_has_owner, filtered=True),
     _M(IFACE_DBUS, "ListNames", "", "as", _list_names, filtered=True),
     _M(IFACE_DBUS, "ListActivatableNames", "", "as", _list_activatable_names, filtered=True),

@@ -141,3 +141,22 @@ def test_become_monitor_invalid_rule(bus):
         assert e.name == "org.freedesktop.DBus.Error.InvalidArgs"
         # still a normal connection afterwards
         assert c.bus("GetId")
+
+
+def test_new_monitor_sees_no_copy_of_its_own_name_change(bus):
+    """dbus-daemon releases the names before the connection becomes a
+    monitor: the monitor gets its NameLost, but no monitored copy of the
+    NameOwnerChanged that its BecomeMonitor caused (dbus's /monitor/become)."""
+    mon = Client(bus.address)
+    mon_name = mon.unique_name
+    mon.call(BUS_NAME, BUS_PATH, MON, "BecomeMonitor", "asu", ([], 0))
+    with Client(bus.address) as a:
+        a.send(new_signal(DBusAddress("/x", interface="com.example.Mark"), "Mark"))
+        seen = []
+        mon.wait_for(lambda m: seen.append(m) or m.header.fields.get(HeaderFields.member) == "Mark")
+    lost = [m for m in seen if m.header.fields.get(HeaderFields.member) == "NameLost"]
+    assert [m.body for m in lost] == [(mon_name,)], [describe(m) for m in seen]
+    own = [describe(m) for m in seen if m.header.fields.get(HeaderFields.member) == "NameOwnerChanged"
+           and m.body[0] == mon_name]
+    assert own == []
+    mon.close()

@@ -16,17 +16,21 @@ class Monitors(list):
         """peer becomes a monitor: to everyone else it looks as if it had
         disconnected (its names released and announced)."""
         bus = self.bus
-        for rule in list(peer.rules):
-            bus.remove_rule(peer, rule)
         unique = peer.unique_name
+        # As dbus-daemon: every name, the unique one last, is released while
+        # the peer is still an ordinary connection with its match rules, and
+        # only then does it become a monitor, so that it never sees copies
+        # of the signals its own change caused.
         for change in bus.registry.drop_peer(peer):
             bus.announce(change)
         bus.emit_signal("NameLost", "s", (unique,), destination=peer)
+        bus.emit_name_owner_changed(unique, unique, "")
+        for rule in list(peer.rules):
+            bus.remove_rule(peer, rule)
         del bus.peers[unique]
         peer.is_monitor = True
         peer.monitor_rules = rules
         self.append(peer)
-        bus.emit_name_owner_changed(unique, unique, "")
 
     def copy(self, sender, msg, target) -> None:
         """msg from sender (to target, or None: a broadcast or the driver)."""

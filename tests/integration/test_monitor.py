@@ -160,3 +160,41 @@ def test_new_monitor_sees_no_copy_of_its_own_name_change(bus):
            and m.body[0] == mon_name]
     assert own == []
     mon.close()
+
+
+FORBID = '<policy context="default"><deny send_interface="com.example.CannotSend"/></policy>'
+
+
+def test_monitor_sees_refused_messages_and_the_errors(bus_factory):
+    """dbus-daemon shows monitors a message its policy refuses, then the
+    AccessDenied it sends back, also for a unicast signal (dbus's
+    /monitor/forbidden and /monitor/forbidden-method)."""
+    b = bus_factory(extra_xml=FORBID)
+    mon = Client(b.address)
+    mon.call(BUS_NAME, BUS_PATH, MON, "BecomeMonitor", "asu", ([], 0))
+    with Client(b.address) as a, Client(b.address) as r:
+        sig = new_signal(DBusAddress("/foo", interface="com.example.CannotSend"), "Sig")
+        sig.header.fields[HeaderFields.destination] = r.unique_name
+        s1 = a.send(sig)
+        s2 = a.send(new_method_call(DBusAddress("/foo", bus_name=r.unique_name,
+                                                interface="com.example.CannotSend"), "Call"))
+        mark = new_signal(DBusAddress("/foo", interface="com.example.Fine"), "Mark")
+        mark.header.fields[HeaderFields.destination] = r.unique_name
+        a.send(mark)
+        seen = []
+        mon.wait_for(lambda m: seen.append(m) or m.header.fields.get(HeaderFields.member) == "Mark")
+        ours = [m for m in seen if m.header.fields.get(HeaderFields.path) == "/foo"
+                or m.header.fields.get(HeaderFields.reply_serial) in (s1, s2)
+                and m.header.fields.get(HeaderFields.destination) == a.unique_name]
+        summary = [(m.header.fields.get(HeaderFields.member) or m.header.fields.get(HeaderFields.error_name),
+                    m.header.fields.get(HeaderFields.reply_serial)) for m in ours]
+        assert summary == [("Sig", None), ("org.freedesktop.DBus.Error.AccessDenied", s1),
+                           ("Call", None), ("org.freedesktop.DBus.Error.AccessDenied", s2),
+                           ("Mark", None)], [describe(m) for m in ours]
+        # the sender gets both errors, the intended recipient only the mark
+        errs = []
+        a.wait_for(lambda m: errs.append(m) or m.header.fields.get(HeaderFields.reply_serial) == s2)
+        assert s1 in [m.header.fields.get(HeaderFields.reply_serial) for m in errs]
+        got = r.wait_for(lambda m: m.header.fields.get(HeaderFields.interface, "").startswith("com.example"))
+        assert got.header.fields[HeaderFields.member] == "Mark"
+    mon.close()

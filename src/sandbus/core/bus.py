@@ -181,13 +181,15 @@ class Bus:
             self.broadcast(sender, msg)
             return
         if dest == DRIVER_NAME:
+            # Monitors see every message, also the ones refused next, as
+            # dbus-daemon captures before its policy check (bus/dispatch.c).
+            if self.monitors:
+                self.monitors.copy(sender, msg, None)
             if sender.restricted:
                 verdict = self.mediation.unicast(sender, self.driver_peer, msg, False)
                 if verdict is not None:
                     self._refuse(sender, msg, verdict)
                     return
-            if self.monitors:
-                self.monitors.copy(sender, msg, None)
             self.driver.handle(sender, msg)
             return
         target = self.peers.get(dest) if dest[0] == ":" else self.peers.get(self._owner_name(dest))
@@ -206,8 +208,6 @@ class Bus:
         """Answer what a mediator refused (core/mediation.py): a hidden name
         takes the very path a missing one takes."""
         if verdict is HIDDEN:
-            if self.monitors:
-                self.monitors.copy(sender, msg, None)
             self.driver.deliver_to_missing(sender, msg)
             return
         error = verdict.error
@@ -216,6 +216,9 @@ class Bus:
 
     def unicast(self, sender: Peer, target: Peer, msg: Message) -> None:
         mtype = msg.type
+        if self.monitors:
+            # before any refusal, as with the driver (route)
+            self.monitors.copy(sender, msg, target)
         if mtype == METHOD_RETURN or mtype == ERROR:
             requested = self.replies.take(sender, target, msg.reply_serial)
             ask = not requested or sender.replies_restricted or target.replies_restricted
@@ -244,8 +247,6 @@ class Bus:
         if mtype == METHOD_CALL and not msg.flags & 1:
             self.replies.expect(sender, target, msg.serial)
         self._send(sender, target, msg)
-        if self.monitors:
-            self.monitors.copy(sender, msg, target)
         if self.eavesdrop_rules:
             self._copy_to_eavesdroppers(sender, msg, target)
 
@@ -274,6 +275,9 @@ class Bus:
         return msg.forwarded(DRIVER_SENDER_FIELDS[msg.endian], UNCONTAINED_FIELDS[msg.endian])
 
     def broadcast(self, sender, msg: Message) -> None:
+        monitors = self.monitors
+        if monitors:
+            monitors.copy(sender, msg, None)
         candidates = self.matches.candidates(msg, sender)
         if candidates:
             delivered = set()
@@ -287,10 +291,13 @@ class Bus:
                     if msg.fds and not p.unix_fds:
                         continue
                     if (sender.restricted or p.restricted) and not mediation.receive(sender, p, msg):
+                        if monitors and sender is not self.driver_peer:
+                            # dbus-daemon shows monitors the AccessDenied it
+                            # would have sent, though the sender never gets it
+                            monitors.copy_error(sender, msg, errors.ACCESS_DENIED,
+                                                f"Rejected broadcast to {p.unique_name}: refused by the bus's rules")
                         continue
                     self._deliver_any(sender, p, msg)
-        if self.monitors:
-            self.monitors.copy(sender, msg, None)
 
     def _deliver_any(self, sender, target: Peer, msg: Message) -> None:
         if sender is self.driver_peer:

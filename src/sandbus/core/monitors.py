@@ -2,6 +2,8 @@
 that gives up its names and from then on receives a copy of every message
 its rules match, and may send nothing."""
 
+from ..wire.message import ERROR, NO_REPLY_EXPECTED, Message, build_message
+
 
 class Monitors(list):
     """The bus's monitors, in the order they became monitors."""
@@ -45,3 +47,13 @@ class Monitors(list):
             if rules and not any(r.matches(msg, sender, recipient) for r in rules):
                 continue
             mon.sink.send(data, msg.fds if mon.unix_fds else ())
+
+    def copy_error(self, sender, msg, name: str, text: str) -> None:
+        """Show monitors an error from the bus to sender about msg that is
+        never sent (a broadcast one receiver's rules refused)."""
+        bus = self.bus
+        data = build_message(ERROR, bus.next_serial(), flags=NO_REPLY_EXPECTED, error_name=name,
+                             reply_serial=msg.serial, destination=sender.unique_name,
+                             sender=bus.driver_peer.unique_name,
+                             signature="s", body=(text,))
+        self.copy(bus.driver_peer, Message(data), sender)

@@ -54,9 +54,10 @@ class PolicyEnforcer(Mediator):
         denial = self.denial(self.bus, sender, target, msg, requested)
         if denial is None:
             return None
-        # Replies, and messages to a name being activated, are always
-        # answered (as dbus-daemon does); calls only if a reply is expected.
-        return access_denied(denial, always=msg.type in (2, 3) or activating)
+        # Every refused message is answered, whatever its type and flags, as
+        # dbus-daemon does (bus/dispatch.c sends the error it set for any
+        # message), and monitors see that error too (dbus's /monitor/forbidden).
+        return access_denied(denial, always=True)
 
     def receive(self, sender, receiver, msg, target=None) -> bool:
         if target is None:

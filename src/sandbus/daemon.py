@@ -8,6 +8,7 @@ import os
 import secrets
 import signal
 import socket
+import stat
 import sys
 
 from .config import ConfigError, Policy, load_config, load_standard
@@ -62,8 +63,39 @@ class DaemonOptions:
 
 def load_configuration(opts: DaemonOptions):
     if opts.config_file:
-        return load_config(opts.config_file)
-    return load_standard(opts.bus_type or "session")
+        config = load_config(opts.config_file)
+    else:
+        config = load_standard(opts.bus_type or "session")
+    config.servicedirs = [d for d in config.servicedirs
+                          if not d.strict_naming or _ensure_transient_servicedir(d.path)]
+    return config
+
+
+def _ensure_transient_servicedir(path: str) -> bool:
+    """$XDG_RUNTIME_DIR/dbus-1/services, where clients drop transient
+    .service files, is made when the configuration is read, as dbus-daemon
+    does: it and dbus-1 mode 0700, and all three owned by us and writable by
+    no one else.  Otherwise it is left out with a warning (a root bus started
+    with a user's environment must not write into that user's directory)."""
+    services = path
+    dbus1 = os.path.dirname(services)
+    runtime = os.path.dirname(dbus1)
+    for directory, create in ((runtime, False), (dbus1, True), (services, True)):
+        try:
+            if create:
+                try:
+                    os.mkdir(directory, 0o700)
+                except FileExistsError:
+                    pass
+            st = os.stat(directory)
+        except OSError as e:
+            log.warning("Unable to set up transient service directory: %s", e)
+            return False
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            log.warning("Unable to set up transient service directory: %s is not a directory "
+                        "owned by uid %d and writable only by it", directory, os.geteuid())
+            return False
+    return True
 
 
 class Daemon:

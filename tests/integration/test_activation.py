@@ -332,3 +332,33 @@ def test_socket_activation(tmp_path, daemon):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_transient_service_directory_is_made_at_start(tmp_path):
+    """With <standard_session_servicedirs/>, the bus makes
+    $XDG_RUNTIME_DIR/dbus-1/services (mode 0700) when it starts, as
+    dbus-daemon does, so clients can drop transient .service files there
+    (dbus's /sd-activation/transient-services/later)."""
+    import stat
+    import subprocess
+
+    from itutil import daemon_argv
+
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    conf = tmp_path / "bus.conf"
+    conf.write_text(f"<busconfig><type>session</type><listen>unix:tmpdir={tmp_path}</listen>"
+                    "<standard_session_servicedirs/>"
+                    "<policy context='default'><allow send_destination='*'/><allow own='*'/></policy>"
+                    "</busconfig>")
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime))
+    proc = subprocess.Popen(daemon_argv() + [f"--config-file={conf}", "--nofork", "--print-address=1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip()
+        services = runtime / "dbus-1" / "services"
+        assert services.is_dir()
+        assert stat.S_IMODE(services.stat().st_mode) & 0o077 == 0
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -465,3 +465,18 @@ def test_features_systemd_activation(bus_factory, systemd):
         (v,) = c.call(BUS_NAME, BUS_PATH, PROPS, "Get", "ss", (BUS_IFACE, "Features"))
     assert ("SystemdActivation" in v[1]) == systemd
     assert "HeaderFiltering" in v[1]
+
+
+@pytest.mark.parametrize("limit", ["max_completed_connections", "max_connections_per_user"])
+def test_connection_limit_answers_hello_with_limits_exceeded(bus_factory, limit):
+    """Over the limit, Hello gets LimitsExceeded (the connection is not cut
+    during authentication), as dbus's /limits/max-* cases expect."""
+    b = bus_factory(extra_xml=f'<limit name="{limit}">2</limit>')
+    with Client(b.address), Client(b.address):
+        cp = run(["dbus-send", f"--bus={b.address}", "--print-reply", "--dest=org.freedesktop.DBus",
+                  "/org/freedesktop/DBus", "org.freedesktop.DBus.GetId"], b, check=False)
+        assert cp.returncode != 0 and "The maximum number of active connections" in cp.stderr, cp.stderr
+    # once one is gone, a new one is served
+    with Client(b.address):
+        run(["dbus-send", f"--bus={b.address}", "--print-reply", "--dest=org.freedesktop.DBus",
+             "/org/freedesktop/DBus", "org.freedesktop.DBus.GetId"], b)

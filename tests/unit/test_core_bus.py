@@ -886,3 +886,31 @@ def test_client_written_container_instance_field_is_stripped(bus):
     assert 10 not in codes
     assert codes[7] == a.unique_name
     assert Message(data).body() == ["x"]
+
+
+# -- connection limits at Hello ------------------------------------------------------
+
+
+def test_max_completed_connections_is_checked_at_hello():
+    """Only completed connections count; the next Hello gets LimitsExceeded
+    and the connection stays, free to try again (dbus-daemon's driver.c)."""
+    bus = make_bus(max_completed_connections=2)
+    connect(bus)
+    waiting = connect(bus, hello=False)  # not completed: does not count
+    second = connect(bus)
+    assert waiting.bus_error("Hello") == (ERR + "LimitsExceeded",
+                                          "The maximum number of active connections has been reached")
+    assert waiting.sink.closed is None
+    bus.disconnect(second.peer)
+    assert waiting.hello().startswith(":")
+
+
+def test_max_connections_per_user_is_checked_at_hello():
+    bus = make_bus(max_connections_per_user=1)
+    connect(bus)
+    other_uid = connect(bus, uid=OTHER_UID)  # another uid has its own count
+    assert other_uid.unique_name
+    again = connect(bus, hello=False)
+    name, text = again.bus_error("Hello")
+    assert name == ERR + "LimitsExceeded" and f"UID {os.getuid()}" in text
+    assert again.sink.closed is None

@@ -272,11 +272,27 @@ class Driver:
 
 # -- org.freedesktop.DBus ---------------------------------------------------------
 
+def _check_connection_limits(bus, peer) -> None:
+    """dbus-daemon checks the connection limits when a connection asks to
+    complete (Hello), counting only completed ones, and answers
+    LimitsExceeded: the connection stays and may try its Hello again."""
+    limits = bus.limits
+    completed = len(bus.peers)
+    if completed >= limits.max_completed_connections:
+        raise DBusError(errors.LIMITS_EXCEEDED, "The maximum number of active connections has been reached")
+    uid = peer.creds.uid
+    if uid is not None and completed >= limits.max_connections_per_user and sum(
+            1 for p in bus.peers.values() if p.creds.uid == uid) >= limits.max_connections_per_user:
+        raise DBusError(errors.LIMITS_EXCEEDED,
+                        f"The maximum number of active connections for UID {uid} has been reached")
+
+
 def _hello(driver, call):
     peer = call.peer
     if peer.unique_name is not None:
         raise DBusError(errors.FAILED, "Already handled an Hello message")
     bus = driver.bus
+    _check_connection_limits(bus, peer)
     name = bus.new_unique_name()
     peer.register(name)
     bus.peers[name] = peer

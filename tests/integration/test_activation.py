@@ -362,3 +362,36 @@ def test_transient_service_directory_is_made_at_start(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_unicast_signal_auto_starts(env):
+    """A unicast signal to an activatable name starts it (dbus-daemon looks
+    only at NO_AUTO_START) and is delivered once it is there
+    (dbus's /sd-activation/activation)."""
+    env.service("com.example.Sd", exec_line="/bin/false", extra="SystemdService=sd-example.service\n")
+    b = env.bus(args=("--systemd-activation",))
+    with Client(b.address) as systemd, Client(b.address) as c:
+        assert systemd.bus("RequestName", "su", "org.freedesktop.systemd1", 4) == (1,)
+        sig = new_signal(DBusAddress("/foo", interface="com.example.Hello"), "Wake")
+        sig.header.fields[HeaderFields.destination] = "com.example.Sd"
+        c.send(sig)
+        req = _receive_unicast_signal(systemd, "ActivationRequest")
+        assert req.body == ("sd-example.service",)
+        with Client(b.address) as svc:
+            assert svc.bus("RequestName", "su", "com.example.Sd", 4) == (1,)
+            got = _receive_unicast_signal(svc, "Wake")
+            assert got.header.fields[HeaderFields.sender] == c.unique_name
+
+
+def test_update_activation_environment_goes_to_systemd(env):
+    """Under --systemd-activation UpdateActivationEnvironment is passed on
+    to systemd as Manager.SetEnvironment (dbus's /sd-activation/uae)."""
+    b = env.bus(args=("--systemd-activation",))
+    with Client(b.address) as systemd, Client(b.address) as c:
+        assert systemd.bus("RequestName", "su", "org.freedesktop.systemd1", 4) == (1,)
+        c.bus("UpdateActivationEnvironment", "a{ss}", {"FOO": "bar"})
+        m = systemd.wait_for(lambda m: m.header.fields.get(HeaderFields.member) == "SetEnvironment")
+        h = m.header.fields
+        assert (h[HeaderFields.path], h[HeaderFields.interface], h[HeaderFields.destination]) == (
+            "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager", systemd.unique_name)
+        assert m.body == (["FOO=bar"],)

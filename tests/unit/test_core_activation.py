@@ -288,3 +288,40 @@ def test_systemd_not_connected_queues_request(setup):
     svc = connect(setup.bus)
     svc.bus_ok("RequestName", "su", ("com.example.Sd", 0))
     assert c.reply_to(s1).body() == [1]
+
+
+def test_unicast_signal_auto_starts(setup):
+    """dbus-daemon starts the destination of any message without
+    NO_AUTO_START, a unicast signal too, and delivers it once it is there."""
+    c = connect(setup.bus)
+    c.signal("Ping", "s", ("x",), destination="com.example.Svc")
+    assert c.received() == []
+    assert len(setup.spawner.children) == 1
+    svc = connect(setup.bus)
+    svc.bus_ok("RequestName", "su", ("com.example.Svc", 0))
+    sigs = [m for m in svc.received() if m.type == SIGNAL and m.member == "Ping"]
+    assert [m.body() for m in sigs] == [["x"]]
+
+
+def test_update_activation_environment_goes_to_systemd(setup):
+    """Under --systemd-activation the variables go to systemd as
+    Manager.SetEnvironment: queued (to the well-known name) until systemd
+    is there, then addressed to its unique name (dbus's /sd-activation/uae)."""
+    setup.act.systemd_activation = True
+    c = connect(setup.bus)
+    c.bus_ok("UpdateActivationEnvironment", "a{ss}", ({},))
+    assert "org.freedesktop.systemd1" in setup.act.pending
+    systemd = connect(setup.bus)
+    systemd.bus_ok("RequestName", "su", ("org.freedesktop.systemd1", 0))
+    (queued,) = [m for m in systemd.received() if m.member == "SetEnvironment"]
+    assert (queued.interface, queued.path, queued.destination, queued.body(), queued.flags & 1) == (
+        "org.freedesktop.systemd1.Manager", "/org/freedesktop/systemd1", "org.freedesktop.systemd1", [[]], 1)
+    c.bus_ok("UpdateActivationEnvironment", "a{ss}", ({"A": "1"},))
+    (m,) = [m for m in systemd.received() if m.member == "SetEnvironment"]
+    assert (m.destination, m.body()) == (systemd.unique_name, [["A=1"]])
+
+
+def test_update_activation_environment_without_systemd_activation(setup):
+    c = connect(setup.bus)
+    c.bus_ok("UpdateActivationEnvironment", "a{ss}", ({"A": "1"},))
+    assert setup.act.pending == {}

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import shlex
 
-from ..wire.message import NO_REPLY_EXPECTED, SIGNAL, Message, build_message
+from ..wire.message import METHOD_CALL, NO_REPLY_EXPECTED, SIGNAL, Message, build_message
 from . import errors
 from .errors import DBusError
 
@@ -245,12 +245,34 @@ class Activation:
                              interface=SYSTEMD_ACTIVATOR, member="ActivationRequest",
                              destination=SYSTEMD_NAME, sender=DRIVER_NAME, signature="s",
                              body=(entry.systemd_service,))
-        systemd = bus.registry.owner(SYSTEMD_NAME)
-        if systemd is not None:
-            log.info("Activating via systemd: service name='%s' unit='%s'", pending.name, entry.systemd_service)
-            bus.send_bus_message(systemd, data)
+        log.info("Activating via systemd: service name='%s' unit='%s'", pending.name, entry.systemd_service)
+        self._to_systemd(data)
+
+    def forward_environment(self, env: dict) -> None:
+        """UpdateActivationEnvironment under --systemd-activation: systemd
+        starts the services, so it gets the variables too, as
+        org.freedesktop.systemd1.Manager.SetEnvironment (bus/driver.c)."""
+        if not self.systemd_activation:
             return
-        log.info("Activating systemd to hand-off: service name='%s' unit='%s'", pending.name, entry.systemd_service)
+        bus = self.bus
+        # addressed to systemd's unique name when it is there, as dbus-daemon
+        # (bus_driver_send_or_activate); to the well-known one while queued
+        systemd = bus.registry.owner(SYSTEMD_NAME)
+        data = build_message(METHOD_CALL, bus.next_serial(), flags=NO_REPLY_EXPECTED,
+                             path="/org/freedesktop/systemd1", interface="org.freedesktop.systemd1.Manager",
+                             member="SetEnvironment",
+                             destination=systemd.unique_name if systemd is not None else SYSTEMD_NAME,
+                             sender=DRIVER_NAME,
+                             signature="as", body=([f"{k}={v}" for k, v in env.items()],))
+        self._to_systemd(data)
+
+    def _to_systemd(self, data: bytes) -> None:
+        """A bus message for systemd: now, or once systemd has connected."""
+        systemd = self.bus.registry.owner(SYSTEMD_NAME)
+        if systemd is not None:
+            self.bus.send_bus_message(systemd, data)
+            return
+        log.info("Activating systemd to hand-off")
         self._activate(None, Message(data), SYSTEMD_NAME, auto=True)
 
     def _child_exited(self, pending, kind: str, value) -> None:

@@ -218,7 +218,9 @@ class Driver:
         bus = self.bus
         activation = bus.settings.activation
         dest = msg.destination
-        if msg.type == METHOD_CALL and not msg.flags & NO_AUTO_START:
+        # any message may start its destination, signals too (dbus-daemon's
+        # bus/dispatch.c looks only at the NO_AUTO_START flag)
+        if not msg.flags & NO_AUTO_START:
             if activation is not None and dest[0] != ":" and activation.can_activate(dest):
                 verdict = bus.mediation.unicast(sender, None, msg, False) if sender.restricted else None
                 if verdict is None:
@@ -359,6 +361,9 @@ def _start_service_by_name(driver, call, name, flags):
 
 def _update_activation_environment(driver, call, env):
     driver.activation_environment.update(env)
+    activation = driver.bus.settings.activation
+    if activation is not None:
+        activation.forward_environment(env)  # even an empty update, as dbus-daemon
     return ()
 
 

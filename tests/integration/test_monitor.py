@@ -198,3 +198,22 @@ def test_monitor_sees_refused_messages_and_the_errors(bus_factory):
         got = r.wait_for(lambda m: m.header.fields.get(HeaderFields.interface, "").startswith("com.example"))
         assert got.header.fields[HeaderFields.member] == "Mark"
     mon.close()
+
+
+def test_monitor_rule_with_well_known_destination(bus):
+    """A monitor's destination='WELL.KNOWN' rule matches messages to the
+    connection that owns the name, also those addressed to its unique name
+    (dbus's /monitor/well-known-destination)."""
+    with Client(bus.address) as owner, Client(bus.address) as a:
+        assert owner.bus("RequestName", "su", "com.example.WK", 4) == (1,)
+        mon = Client(bus.address)
+        mon.call(BUS_NAME, BUS_PATH, MON, "BecomeMonitor", "asu", (["destination='com.example.WK'"], 0))
+        for dest in (owner.unique_name, "com.example.WK"):
+            m = new_signal(DBusAddress("/x", interface="com.example.Mark"), "To" + dest.replace(".", "_").lstrip(":"))
+            m.header.fields[HeaderFields.destination] = dest
+            a.send(m)
+        seen = []
+        mon.wait_for(lambda m: seen.append(m) or m.header.fields.get(HeaderFields.member) == "Tocom_example_WK")
+        members = [m.header.fields.get(HeaderFields.member) for m in seen]
+        assert "To" + owner.unique_name.replace(".", "_").lstrip(":") in members, members
+        mon.close()

@@ -203,6 +203,17 @@ def test_destination():
     assert matches("destination=':1.7'", sig(destination="com.example.Svc"), recipient=":1.7")
 
 
+def test_well_known_destination_matches_the_recipient_owning_it():
+    """destination='com.example.Svc' matches a message to the connection that
+    owns that name, whether addressed by that name or by its unique name
+    (bus/signals.c; dbus's /monitor/well-known-destination)."""
+    owner = FakeSender(":1.7", names=("com.example.Svc",))
+    rule = MatchRule("destination='com.example.Svc'")
+    assert rule.matches(sig(destination=":1.7"), FakeSender(), ":1.7", owner)
+    assert rule.matches(sig(destination="com.example.Svc"), FakeSender(), ":1.7", owner)
+    assert not rule.matches(sig(destination=":1.8"), FakeSender(), ":1.8", FakeSender(":1.8"))
+
+
 def test_arg_n():
     m = sig(signature="ssus", body=("zero", "one", 2, "three"))
     assert matches("arg0='zero'", m)

@@ -315,7 +315,7 @@ class Bus:
             p = rule.owner
             if p is target or p in done:
                 continue
-            if rule.matches(msg, sender, recipient):
+            if rule.matches(msg, sender, recipient, target):
                 done.add(p)
                 if msg.fds and not p.unix_fds:
                     continue

@@ -154,8 +154,9 @@ class MatchRule:
         else:
             raise _invalid(f'Unknown key "{key}" in match rule')
 
-    def matches(self, msg, sender, recipient_name=None) -> bool:
-        """sender: anything with .unique_name and .names (the names it owns)."""
+    def matches(self, msg, sender, recipient_name=None, recipient=None) -> bool:
+        """sender: anything with .unique_name and .names (the names it owns);
+        recipient, when known, the same for the addressed recipient."""
         if self.type is not None and msg.type != self.type:
             return False
         if self.interface is not None and msg.interface != self.interface:
@@ -175,7 +176,9 @@ class MatchRule:
             return False
         if self.destination is not None:
             dest = recipient_name if recipient_name is not None else msg.destination
-            if dest != self.destination:
+            # destination='WELL.KNOWN' matches a message whose recipient owns
+            # that name, however the sender addressed it (bus/signals.c)
+            if dest != self.destination and (recipient is None or self.destination not in recipient.names):
                 return False
         if self.max_arg >= 0:
             return self._args_match(msg)

@@ -44,7 +44,7 @@ class Monitors(list):
             data = msg.forwarded(sender.sender_fields[msg.endian])
         for mon in self:
             rules = mon.monitor_rules
-            if rules and not any(r.matches(msg, sender, recipient) for r in rules):
+            if rules and not any(r.matches(msg, sender, recipient, target) for r in rules):
                 continue
             mon.sink.send(data, msg.fds if mon.unix_fds else ())
 

@@ -44,4 +44,4 @@ def pytest_terminal_summary(terminalreporter):
     cells = [f"{t['passed']}/{t['failed']}/{t['skipped']}" for t in total.values()]
     tr.write_line(f"{'total':30} {cells[0]:>14} {cells[1]:>14}")
     for case, reason in sorted(differences):
-        tr.write_line(f"deliberate difference: {case}: {reason}")
+        tr.write_line(f"{case}: {reason}")

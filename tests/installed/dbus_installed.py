@@ -61,6 +61,20 @@ EXCEPTIONS: dict = {
         "(Debian's dbus has no Containers1); sandbus answers NotContainer",
 }
 
+# Cases dbus-daemon passes and sandbus does not yet: differences to fix,
+# not choices, each with what is missing.  They run like the rest (with a
+# short timeout, since both hang on sandbus) and are reported in the table;
+# one that starts passing fails, so that it is taken off this list.
+KNOWN_GAPS: dict = {
+    "test-monitor:/monitor/forbidden-reply":
+        "the bus's own messages (NameAcquired, replies) are not checked against the receivers' "
+        "receive rules; dbus-daemon refuses them and shows monitors the AccessDenied",
+    "test-monitor:/monitor/activation":
+        "monitors do not see the ActivationRequest queued for a systemd that is not connected yet "
+        "where dbus-daemon shows it (before the message that caused it)",
+}
+GAP_TIMEOUT = 5.0
+
 # Scripts: one process, several TAP results; run whole.
 SCRIPTS = ("test-dbus-daemon-fork.sh",)
 
@@ -200,7 +214,7 @@ def _last_lines(text: str, n: int = 3) -> str:
     return " | ".join(lines[-n:]) if lines else "(no output)"
 
 
-def run_case(binary: str, case: Optional[str], daemon: str) -> Outcome:
+def run_case(binary: str, case: Optional[str], daemon: str, timeout: Optional[float] = None) -> Outcome:
     """Run one case with $DBUS_TEST_DAEMON = daemon ("dbus-daemon" or "sandbus"),
     set up as the .test files under /usr/share/installed-tests/dbus/ do."""
     # TMPDIR for the test and its daemon, which may run as another uid
@@ -209,12 +223,12 @@ def run_case(binary: str, case: Optional[str], daemon: str) -> Outcome:
     runtime = tmpdir / "runtime"
     runtime.mkdir(mode=0o700)
     try:
-        return _run(binary, case, daemon, tmpdir, runtime)
+        return _run(binary, case, daemon, tmpdir, runtime, timeout or CASE_TIMEOUT)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-def _run(binary, case, daemon, tmpdir: Path, runtime: Path) -> Outcome:
+def _run(binary, case, daemon, tmpdir: Path, runtime: Path, timeout: float) -> Outcome:
     mark = _shared_dir() / f"mark.{os.getpid()}.{abs(hash((binary, case, daemon, str(tmpdir))))}"
     mark.unlink(missing_ok=True)
     # the daemon may run as another uid: it must be able to leave its mark
@@ -243,7 +257,7 @@ def _run(binary, case, daemon, tmpdir: Path, runtime: Path) -> Outcome:
                                 stdin=subprocess.DEVNULL, env=env, cwd=str(tmpdir),
                                 start_new_session=True)
     try:
-        proc.wait(timeout=CASE_TIMEOUT)
+        proc.wait(timeout=timeout)
         timed_out = False
     except subprocess.TimeoutExpired:
         timed_out = True
@@ -252,7 +266,7 @@ def _run(binary, case, daemon, tmpdir: Path, runtime: Path) -> Outcome:
         proc.wait()
     text = log.read_bytes().decode(errors="replace")
     if timed_out:
-        status, detail = "failed", f"timed out after {CASE_TIMEOUT:g} s: {_last_lines(text)}"
+        status, detail = "failed", f"timed out after {timeout:g} s: {_last_lines(text)}"
     else:
         status, detail = parse_tap(text, proc.returncode)
     try:

@@ -232,3 +232,16 @@ def test_big_endian_message_bodies_are_validated():
     bad[-4:] = struct.pack(">I", 3)
     with pytest.raises(ProtocolError, match="boolean"):
         Message(bytes(bad))
+
+
+@pytest.mark.parametrize("sig", ["as", "ao", "a{sv}", "av", "a(su)"])
+def test_arrays_cut_at_every_offset_fail_cleanly(sig):
+    values = {"as": [["ab", "c"]], "ao": [["/a", "/b/c"]], "a{sv}": [{"k": Variant("s", "v")}],
+              "av": [[Variant("y", 1), Variant("s", "x")]], "a(su)": [[("a", 1), ("b", 2)]]}[sig]
+    body = marshal(sig, values)
+    for cut in range(len(body)):
+        with pytest.raises(InvalidBody):
+            validate_body(body[:cut], 0, cut, sig, "l", 0)
+        # the same end with the rest of the bytes still there: end is the limit
+        with pytest.raises(InvalidBody):
+            validate_body(body, 0, cut, sig, "l", 0)

@@ -48,20 +48,33 @@ def validate_body(data, start: int, end: int, signature: str, endian: str = "l",
         if start != end:
             raise InvalidBody("body present but the signature is empty")
         return
+    checks = (_LE_PLANS if endian == "l" else _BE_PLANS).get(signature)
+    if checks is None:
+        checks = _compile_signature(signature, endian)
     p = start
-    for f in _compile_signature(signature, endian):
+    for f in checks:
         p = f(data, p, end, 0, unix_fds)
     if p != end:
         raise InvalidBody(f"{end - p} bytes left after the last argument")
 
 
-@lru_cache(maxsize=1024)
+# The checkers of each message signature seen, per byte order (a dict
+# lookup costs less than the lru_cache wrapper on this hot path).
+_LE_PLANS = {}
+_BE_PLANS = {}
+
+
 def _compile_signature(signature: str, endian: str) -> tuple:
     try:
         types = split_signature(signature)
     except SignatureError as e:
         raise InvalidBody(str(e)) from None
-    return tuple(_compile(t, endian) for t in types)
+    checks = tuple(_compile(t, endian) for t in types)
+    plans = _LE_PLANS if endian == "l" else _BE_PLANS
+    if len(plans) >= 4096:
+        plans.clear()
+    plans[signature] = checks
+    return checks
 
 
 def _bad_padding(q: int, end: int) -> InvalidBody:
@@ -176,13 +189,30 @@ def _signature(data, p, end, depth, nfds):
 
 
 def _variant(endian: str):
+    # Variants repeat a handful of signatures (a{sv} is mostly s, u, b, as),
+    # so their checkers are looked up by the signature's raw bytes.
+    known = {}
+
     def check(data, p, end, depth, nfds):
-        types, p = _signature_at(data, p, end)
-        if len(types) != 1:
-            raise InvalidBody("variant signature is not exactly one complete type")
-        if depth + 1 > MAX_DEPTH:
+        if p >= end:
+            raise InvalidBody("body truncated")
+        q = p + 1 + data[p]
+        if q >= end:
+            raise InvalidBody("signature runs past the end of its container")
+        if data[q]:
+            raise InvalidBody("signature is not NUL-terminated")
+        raw = bytes(data[p + 1:q])
+        f = known.get(raw)
+        if f is None:
+            types, _ = _signature_at(data, p, end)
+            if len(types) != 1:
+                raise InvalidBody("variant signature is not exactly one complete type")
+            f = _compile(types[0], endian)
+            if len(known) < 256:
+                known[raw] = f
+        if depth >= MAX_DEPTH:
             raise InvalidBody("values nest too deeply")
-        return _compile(types[0], endian)(data, p, end, depth + 1, nfds)
+        return f(data, q + 1, end, depth + 1, nfds)
     return check
 
 
@@ -255,22 +285,24 @@ def _array(elem: str, endian: str):
 
     if code in "so":
         path_match = _PATH.match
+        zero = _ZERO
 
         def check(data, p, end, depth, nfds):
             # The commonest large body (as, ao) gets a loop of its own: a
-            # function call per element would double its cost.
+            # function call per element would double its cost.  Strings are
+            # checked for UTF-8 one by one only if the array is not ASCII.
             p, stop = header(data, p, end)
             if stop == p:
                 return stop
-            if depth + 1 > MAX_DEPTH:
+            if depth >= MAX_DEPTH:
                 raise InvalidBody("values nest too deeply")
-            first = p
             find = data.find
-            ascii_only = code == "o" or data[first:stop].isascii()
+            paths = code == "o"
+            decode = not paths and not data[p:stop].isascii()
             while p < stop:
-                pad = -p % 4
+                pad = -p & 3
                 if pad:
-                    if data[p:p + pad] != _ZERO[pad]:
+                    if data[p:p + pad] != zero[pad]:
                         raise _bad_padding(p + pad, stop)
                     p += pad
                 if p + 4 > stop:
@@ -281,17 +313,16 @@ def _array(elem: str, endian: str):
                     raise InvalidBody("string runs past the end of its array")
                 if data[q]:
                     raise InvalidBody("string is not NUL-terminated")
-                if code == "o":
+                if paths:
                     if path_match(data, a, q) is None:
                         raise InvalidBody("invalid object path")
-                else:
-                    if find(b"\0", a, q) >= 0:
-                        raise InvalidBody("string contains NUL")
-                    if not ascii_only:
-                        try:
-                            data[a:q].decode()
-                        except UnicodeDecodeError:
-                            raise InvalidBody("string is not valid UTF-8") from None
+                elif find(b"\0", a, q) >= 0:
+                    raise InvalidBody("string contains NUL")
+                elif decode:
+                    try:
+                        data[a:q].decode()
+                    except UnicodeDecodeError:
+                        raise InvalidBody("string is not valid UTF-8") from None
                 p = q + 1
             if p != stop:
                 raise InvalidBody("array contents do not end where its length says")

@@ -410,3 +410,46 @@ def test_invalid_signature_rejected_on_write():
         marshal("g", ["a"])
     with pytest.raises(ValueError):
         marshal("v", [Variant("ss", ("a", "b"))])
+
+
+# -- leading arguments for argN matching: read what is needed, skip the rest ------
+
+
+def test_leading_reads_strings_and_skips_the_rest_by_length():
+    from sandbus.wire.marshal import Reader
+    values = [7, Variant("a{sv}", {"k": Variant("s", "v")}), ("x", 2), ["a", "b"], "/p", "last", b"zz"]
+    sig = "uv(su)aso" + "say"
+    data = marshal(sig, values)
+    assert Reader(data).leading(sig, 6) == [None, None, None, None, "/p", "last"]
+    assert Reader(data).leading(sig, 1) == [None]
+    assert Reader(data).leading(sig, 99) == [None, None, None, None, "/p", "last", None]
+
+
+def test_leading_never_looks_inside_a_skipped_array():
+    from sandbus.wire.marshal import Reader
+    # 16 MiB of an "as" whose contents are not even strings: only its length is read
+    n = 16 * 1024 * 1024
+    data = marshal("s", ["before"]) + b"\0" + struct.pack("<I", n) + b"\xff" * n + marshal("s", ["after"])
+    reads = []
+
+    class Counting(Reader):
+        __slots__ = ()
+
+        def _read_one(self, t, depth):
+            reads.append(t)
+            return super()._read_one(t, depth)
+
+    assert Counting(data).leading("sass", 3) == ["before", None, "after"]
+    assert reads == ["s", "s"]
+    assert Counting(data).leading("sass", 1) == ["before"]
+
+
+@SETTINGS
+@given(data=st.data(), sig=signatures(), endian=ENDIANS, count=st.integers(0, 5))
+def test_leading_agrees_with_unmarshal(data, sig, endian, count):
+    from sandbus.wire.marshal import Reader
+    values = data.draw(body_values(sig))
+    encoded = marshal(sig, values, endian)
+    full = unmarshal(sig, encoded, endian)
+    want = [v if t in ("s", "o") else None for t, v in zip(split_signature(sig), full)][:count]
+    assert Reader(encoded, endian).leading(sig, count) == want

@@ -139,28 +139,14 @@ def test_variants_may_nest_64_deep_and_no_deeper():
 
 
 def test_dict_entries_count_towards_the_depth():
-    # a{yv} holding variants: each level is array + dict entry + variant
-    inner = b"\x01y\0\x2a"
-
-    def level(content):
-        entry = b"\x07" + b"\x05a{yv}\0" + b"\0" * ((-len(b"\x07\x05a{yv}\0")) % 4)
-        return entry, content
-    # 21 levels of a{yv} inside variants are 63 containers, 22 are 66
+    # Each level is a{yv} in a variant: array, dict entry and variant, three
+    # levels; the innermost byte of L levels sits 3L+1 deep, at most 64.
     def build(levels):
-        body = inner
-        sig = "y"
+        v = Variant("y", 42)
         for _ in range(levels):
-            # v holding a{yv}: signature, padding to 4, length, padding to 8, entry
-            elems = b"\x07" + body  # key byte, then the variant value
-            head = b"\x05a{yv}\0"
-            pad = -(len(head)) % 4
-            arr = u32(len(elems)) + b"\0" * 4 + elems  # after the length, padding to 8 (offset 8)
-            body = head + b"\0" * pad + arr
-            sig = "a{yv}"
-        return body
-    # build only works when every variant starts 8-aligned; check that it does
-    assert strict("v", build(1)) and valid("v", build(1))
-    assert valid("v", build(21)) == strict("v", build(21))
+            v = Variant("a{yv}", {7: v})
+        return marshal("v", [v])
+    assert valid("v", build(21)) and strict("v", build(21))
     assert not valid("v", build(22)) and not strict("v", build(22))
 
 

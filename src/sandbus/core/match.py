@@ -186,10 +186,10 @@ class MatchRule:
 
     def _args_match(self, msg) -> bool:
         try:
-            args = message_args(msg)
+            args = msg.leading_args(self.max_arg + 1)
+            sig = split_signature(msg.signature)
         except (MarshalError, ValueError):
             return False
-        sig = split_signature(msg.signature)
         for n, want in self.args.items():
             if n >= len(args) or sig[n] != "s" or args[n] != want:
                 return False
@@ -208,14 +208,6 @@ class MatchRule:
             if a0 != ns and not a0.startswith(ns + "."):
                 return False
         return True
-
-
-def message_args(msg) -> list:
-    """The message body, unmarshalled once per message however many rules look."""
-    cached = msg.args_cache
-    if cached is None:
-        cached = msg.args_cache = msg.body()
-    return cached
 
 
 class MatchIndex:

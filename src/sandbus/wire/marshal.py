@@ -240,6 +240,52 @@ class Reader:
             return tuple(self._read_one(st, depth + 1) for st in split_signature(t[1:-1]))
         raise MarshalError(f"cannot unmarshal type {t!r}")
 
+    def leading(self, sig: str, count: int) -> list:
+        """The first ``count`` arguments of an already validated body:
+        strings and object paths as str, every other argument None, skipped
+        by its lengths without building anything (so a huge array after the
+        arguments a match rule looks at costs nothing)."""
+        out = []
+        for t in split_signature(sig)[:count]:
+            if t in ("s", "o"):
+                out.append(self._read_one(t, 0))
+            else:
+                self.skip(t)
+                out.append(None)
+        return out
+
+    def skip(self, t: str) -> None:
+        """Advance past one value of complete type t (validated data only:
+        lengths are trusted, contents are not looked at)."""
+        c = t[0]
+        if c in FIXED_SIZE:
+            self.align(ALIGNMENT[c])
+            self.pos += FIXED_SIZE[c]
+        elif c in "so":
+            self.align(4)
+            self.pos += 4 + self._u32.unpack_from(self.data, self.pos)[0] + 1
+        elif c == "g":
+            self.pos += 1 + self.data[self.pos] + 1
+        elif c == "a":
+            self.align(4)
+            n = self._u32.unpack_from(self.data, self.pos)[0]
+            self.pos += 4
+            self.align(ALIGNMENT[t[1]])
+            self.pos += n
+        elif c == "(":
+            self.align(8)
+            for st in split_signature(t[1:-1]):
+                self.skip(st)
+        elif c == "v":
+            n = self.data[self.pos]
+            sig = bytes(self.data[self.pos + 1:self.pos + 1 + n]).decode("ascii")
+            self.pos += n + 2
+            self.skip(sig)
+        else:
+            raise MarshalError(f"cannot skip type {t!r}")
+        if self.pos > self.end:
+            raise MarshalError("message truncated")
+
     def _string(self, p: int, n: int, code: str) -> str:
         raw = bytes(self.data[p:p + n])
         if self.data[p + n] != 0:

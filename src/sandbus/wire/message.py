@@ -384,6 +384,17 @@ class Message:
             raise MarshalError("trailing bytes after the body")
         return values
 
+    def leading_args(self, count: int) -> list:
+        """Up to ``count`` leading arguments for argN matching: str for s and
+        o, None for any other type, which is skipped by its length, so the
+        cost does not grow with what follows.  Cached per message."""
+        cached = self.args_cache
+        if cached is not None and cached[0] >= count:
+            return cached[1]
+        args = Reader(self.data, self.endian, self.body_start, len(self.data)).leading(self.signature, count)
+        self.args_cache = (count, args)
+        return args
+
     def forwarded(self, sender_field: bytes, instance_field: bytes = b"") -> bytes:
         """The bytes to deliver: this message with the bus's SENDER field (and
         CONTAINER_INSTANCE when given) in place of whatever the sender wrote."""

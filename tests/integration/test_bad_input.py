@@ -78,6 +78,8 @@ def test_garbage_before_auth_disconnects(module_bus):
     (b"AUTH", b"REJECTED EXTERNAL"),
     (b"AUTH EXTERNAL " + b"99999".hex().encode(), b"REJECTED EXTERNAL"),  # wrong uid
     (b"AUTH EXTERNAL zz", b"ERROR"),          # invalid hex
+    (b"AUTH EXTERNAL " + (b"9" * 5000).hex().encode(), b"REJECTED EXTERNAL"),  # no uid has 5000 digits
+    (b"AUTH EXTERNAL " + (b"0" * 4990 + str(os.getuid() + 1).encode()).hex().encode(), b"REJECTED EXTERNAL"),
     (b"DATA 00", b"ERROR"),                   # not in a conversation
     (b"CANCEL", b"ERROR"),
     (b"NEGOTIATE_UNIX_FD", b"ERROR"),         # before authenticating

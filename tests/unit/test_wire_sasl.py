@@ -299,3 +299,63 @@ def test_uid_zero():
     s = server(peer_uid=0)
     assert s.feed(f"\0AUTH EXTERNAL {hexuid(0)}\r\n".encode()) == ok_line()
     assert s.uid == 0
+
+
+# -- no input raises (issue 11, hole 8) -------------------------------------------------
+
+
+@pytest.mark.parametrize("digits", [5000, 4301, 20, 11])
+def test_huge_numeric_identity_is_rejected_not_raised(digits):
+    s = server()
+    identity = binascii.hexlify(b"9" * digits).decode()
+    assert s.feed(f"\0AUTH EXTERNAL {identity}\r\n".encode()) == b"REJECTED EXTERNAL\r\n"
+    assert not s.failed and s.uid is None
+    s.feed(b"AUTH EXTERNAL\r\n")
+    assert s.feed(f"DATA {identity}\r\n".encode()) == b"REJECTED EXTERNAL\r\n"
+    assert s.feed(f"AUTH EXTERNAL {hexuid(UID)}\r\n".encode()) == ok_line()
+
+
+def test_leading_zeros_still_name_the_uid():
+    s = server()
+    assert s.feed(f"\0AUTH EXTERNAL {hexuid('0' * 30 + str(UID))}\r\n".encode()) == ok_line()
+
+
+class _Keyring:
+    def best_cookie(self):
+        return ("org_freedesktop_general", 7, "ab" * 24)
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_WORDS = st.sampled_from(["AUTH", "DATA", "BEGIN", "CANCEL", "ERROR", "NEGOTIATE_UNIX_FD", "OK",
+                          "REJECTED", "AGREE_UNIX_FD", "EXTERNAL", "ANONYMOUS", "DBUS_COOKIE_SHA1",
+                          "BOGUS", "", " "])
+_ARGS = st.one_of(
+    st.text(max_size=30),
+    st.binary(max_size=30).map(lambda b: b.hex()),
+    st.text(alphabet="0123456789", min_size=1, max_size=6000).map(lambda d: d.encode().hex()),
+    st.text(alphabet="0123456789abcdefABCDEFxyz ", max_size=40),
+)
+_LINES = st.one_of(
+    st.tuples(_WORDS, _WORDS, _ARGS).map(lambda t: " ".join(t).encode("utf-8", "surrogatepass")),
+    st.binary(max_size=60),
+)
+_REPLIES = (b"OK ", b"REJECTED", b"ERROR", b"DATA", b"AGREE_UNIX_FD")
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(lines=st.lists(_LINES, max_size=12), nul=st.booleans(), anonymous=st.booleans(),
+       split=st.integers(1, 7))
+def test_random_lines_never_raise(lines, nul, anonymous, split):
+    s = SaslServer(GUID, UID, allow_anonymous=anonymous,
+                   mechanisms=("EXTERNAL", "DBUS_COOKIE_SHA1", "ANONYMOUS"),
+                   cookie_keyring=_Keyring(), bus_uid=UID,
+                   user_lookup=lambda name: UID if name == str(UID) else None)
+    stream = (b"\0" if nul else b"") + b"".join(line.replace(b"\r\n", b"") + b"\r\n" for line in lines)
+    out = b""
+    for i in range(0, len(stream), split):  # in pieces, as a socket delivers them
+        out += s.feed(stream[i:i + split])
+    for reply in out.split(b"\r\n")[:-1]:
+        assert reply.startswith(_REPLIES), reply
+    assert s.done or s.failed or out.endswith(b"\r\n") or out == b""

@@ -191,7 +191,10 @@ class SaslServer:
             except (binascii.Error, UnicodeDecodeError, ValueError):
                 self.state = _WAIT_AUTH
                 return b'ERROR "Invalid hex encoding"\r\n'
-            if not claimed.isdigit() or int(claimed) != self.peer_uid:
+            # A uid has at most 10 digits (leading zeros aside); anything
+            # longer is no uid, and int() refuses strings over 4300 digits.
+            digits = claimed.lstrip("0")
+            if not claimed.isdigit() or len(digits) > 10 or int(digits or "0") != self.peer_uid:
                 return self._reject()
         if not self.uid_allowed(self.peer_uid):
             return self._reject()

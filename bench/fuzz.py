@@ -415,7 +415,7 @@ class GoodPeer(threading.Thread):
         self.stop = False
         self.error = None
         self.latencies = []
-        self.pause = 0.005
+        self.pause = 0.02
 
     def run(self):
         stream = FrameStream()

@@ -124,3 +124,47 @@ def test_instructions_runs_wrapper_scripts_through_the_interpreter(tmp_path):
     assert _resolve_interpreter([str(script), "--session"]) == \
         [sys.executable, os.path.realpath(script), "--session"]
     assert _resolve_interpreter([sys.executable, "-c", "pass"]) == [sys.executable, "-c", "pass"]
+
+
+def _run_module(args, timeout=100):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "src"), ROOT,
+                                                        os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.skipif(not shutil.which("dbus-daemon"), reason="dbus-daemon not installed")
+@pytest.mark.timeout(120)
+def test_flood_runs_and_prints_every_scenario():
+    out = _run_module(["bench.flood", "--quick", "--calls", "20"])
+    for system in ("dbus-daemon", "sandbus"):
+        for scenario in ("none", "slow-service", "broadcasts", "never-reads"):
+            line = next(l for l in out.splitlines() if l.split()[:2] == [system, scenario])
+            assert "error" not in line, out
+
+
+@pytest.mark.skipif(not shutil.which("dbus-daemon"), reason="dbus-daemon not installed")
+@pytest.mark.timeout(120)
+def test_churn_runs_and_prints_both_kinds():
+    out = _run_module(["bench.churn", "--quick", "--cycles", "40", "--instances", "10"])
+    rows = {tuple(l.split()[:2]): l for l in out.splitlines()}
+    assert "%" in rows[("sandbus", "connect")] and "%" in rows[("sandbus", "instances")], out
+    assert "%" in rows[("dbus-daemon", "connect")], out
+    assert "n/a" in rows[("dbus-daemon", "instances")], out
+
+
+@pytest.mark.timeout(120)
+def test_hidden_timing_runs_and_prints_z_scores():
+    out = _run_module(["bench.hidden_timing", "--samples", "20"])
+    rows = {l.split()[0]: l.split() for l in out.splitlines()[1:]}
+    for probe in ("call", "NameHasOwner"):
+        assert rows[probe][-1] == "True", out  # the answers themselves are identical
+        float(rows[probe][-2])  # a z-score is printed
+
+
+def test_validate_cost_runs():
+    from bench import validate_cost
+    rows = validate_cost.main(quick=True)
+    assert {r[0] for r in rows} >= {"s", "su", "a{sv} x10", "ay 1 MiB"}

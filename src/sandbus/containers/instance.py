@@ -22,6 +22,9 @@ class ContainerInstance:
         self.listening = False  # accepting, or waiting for ReadyNotification
         self.connections = set()
         self.authenticating = 0
+        # The io connections behind `authenticating` (anything with close()),
+        # so StopInstance can close them before they get a unique name.
+        self.pending = set()
         self.stop_on_disconnect = True
         self.virtual_machine_id = None
         self.hide_machine_id = False
@@ -59,12 +62,23 @@ class ContainerInstance:
         """Connections here and in nested instances, authenticating ones too."""
         return len(self.connections) + self.authenticating + sum(c.load() for c in self.children)
 
-    def connection_gone(self, peer) -> None:
+    def track_pending(self, conn) -> None:
+        """The io connection admitted by the last admit_connection()."""
+        self.pending.add(conn)
+
+    def connection_gone(self, peer, conn=None) -> None:
         # Only connections that never authenticated are ours to count here;
         # the bus core reports the others through on_disconnect.
         if peer is None:
+            self.pending.discard(conn)
             self.authenticating -= 1
             self.on_change()
+
+    def close_pending(self, reason: str) -> None:
+        """Close every connection not yet through authentication: a stopped
+        instance lets none of them in later."""
+        for conn in list(self.pending):
+            conn.close(reason)
 
     def on_change(self) -> None:  # replaced by the manager
         pass

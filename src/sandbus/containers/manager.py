@@ -56,6 +56,7 @@ class ContainerManager:
 
     def on_connect(self, peer, instance) -> None:
         instance.authenticating -= 1
+        instance.pending.discard(peer.sink)
         peer.container = instance
         peer.instance_field = instance.fields
         peer.extra_credentials = {CREDENTIALS_KEY: Variant("o", instance.path)}
@@ -122,6 +123,9 @@ class ContainerManager:
         """StopInstance: disconnect its connections, stop listening."""
         for p in list(inst.connections):
             self.bus.kick(p, f"container instance {inst.path} stopped ({why})")
+        # Accepted but not through SASL yet: closed too, or one could finish
+        # afterwards and get a unique name in the stopped instance.
+        inst.close_pending(f"container instance {inst.path} stopped ({why})")
         self._stop_listening(inst)
 
     def listener_failed(self, inst) -> None:

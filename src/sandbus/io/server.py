@@ -90,6 +90,8 @@ class Server:
                 continue
             self.connections.add(conn)
             self.incomplete += 1
+            if listener.container is not None:
+                listener.container.track_pending(conn)
 
     def _accept_failed(self, listener, error) -> None:
         # Never spin on a socket that keeps failing: out of fds is transient,
@@ -125,7 +127,7 @@ class Server:
         else:
             self.bus.disconnect(conn.peer)
         if conn.listener.container is not None:
-            conn.listener.container.connection_gone(conn.peer)
+            conn.listener.container.connection_gone(conn.peer, conn)
 
     # -- write batching --------------------------------------------------------
 

@@ -96,3 +96,77 @@ def test_stop_listening_keeps_connections_still_authenticating(cbus):
         assert not is_closed(raw, timeout=0.5)
     finally:
         raw.close()
+
+
+# -- hole 10: fd-typed named arguments of AddServer -----------------------------------
+
+
+def _daemon_fds(cbus) -> int:
+    return len(os.listdir(f"/proc/{cbus.daemon.pid}/fd"))
+
+
+def _bad_fd_cases(tmp_path):
+    """(named argument, how to make the fd): each must be InvalidArgs."""
+    def regular_file():
+        p = tmp_path / "regular"
+        p.write_bytes(b"x")
+        return os.open(p, os.O_RDONLY)
+
+    def pipe_write_end():
+        r, w = os.pipe()
+        os.close(r)
+        return w
+
+    def unbound_unix_socket():
+        return socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).detach()
+
+    def listening_tcp_socket():
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        return s.detach()
+
+    def devnull():
+        return os.open(os.devnull, os.O_RDONLY)
+
+    return [("ReadyNotification", regular_file), ("StopOnNotify", regular_file),
+            ("ReadyNotification", pipe_write_end), ("StopOnNotify", pipe_write_end),
+            ("StopOnNotify", devnull),
+            ("Socket", regular_file), ("Socket", unbound_unix_socket), ("Socket", listening_tcp_socket),
+            ("Socket", pipe_write_end)]
+
+
+def test_addserver_refuses_unusable_fds_without_leaking_any(cbus, tmp_path):
+    c = cbus.client(enable_fds=True)
+    _watch_removed(c)
+    add_server(c)  # warm-up: the containers directory, caches
+    before = _daemon_fds(cbus)
+    for key, make in _bad_fd_cases(tmp_path):
+        fd = make()
+        try:
+            err = cerror(c, "AddServer", "ssa{sv}a{sv}", "com.example.App", "app", {}, {key: ("h", fd)})
+        finally:
+            os.close(fd)
+        assert err.name == INVALID_ARGS, (key, make.__name__, err)
+        assert key in err.text, err.text
+    # the creator is still connected and served, nothing leaked, nothing logged as a crash
+    assert c.bus("GetId")
+    assert _daemon_fds(cbus) == before
+    assert "Traceback" not in cbus.daemon.stderr_text()
+    # and no instance was made for any of them
+    listed = ccall(c, "ListInstances")[0]
+    assert len(listed) == 1
+
+
+def test_addserver_accepts_the_read_end_of_a_pipe_and_a_socket(cbus):
+    c = cbus.client(enable_fds=True)
+    r, w = os.pipe()
+    a, b = socket.socketpair()
+    try:
+        add_server(c, named={"ReadyNotification": ("h", r), "StopOnNotify": ("h", a.fileno())})
+    finally:
+        for fd in (r, w):
+            os.close(fd)
+        a.close()
+        b.close()
+    assert c.bus("GetId")

@@ -48,6 +48,13 @@ def _add_server(mgr, driver, call, ctype, name, metadata, named):
                         f"(max_containers_per_user={limits.max_containers_per_user})")
     if mgr.sockets is None:
         raise DBusError(errors.NOT_SUPPORTED, "This bus cannot create container sockets")
+    # Every fd argument is checked before anything is created or answered.
+    for key in ("ReadyNotification", "StopOnNotify"):
+        if key in args:
+            try:
+                mgr.sockets.check_notification_fd(args[key], key)
+            except ValueError as e:
+                raise DBusError(errors.INVALID_ARGS, str(e))
     max_conn = limits.max_connections_per_container
     if "MaxConnections" in args:
         max_conn = min(max_conn, args["MaxConnections"])
@@ -98,15 +105,21 @@ def _add_server(mgr, driver, call, ctype, name, metadata, named):
         inst.announced = True
         if not inst.listening:
             return
-        if "StopOnNotify" in args:
-            inst.watches.append(mgr.sockets.watch(args["StopOnNotify"], lambda: mgr._stop_listening(inst)))
-        if "ReadyNotification" in args:
-            def ready():
-                if inst.listening:
-                    mgr.sockets.start(inst.listener)
-            inst.watches.append(mgr.sockets.watch(args["ReadyNotification"], ready, once=True))
-        else:
-            mgr.sockets.start(listener)
+        try:
+            if "StopOnNotify" in args:
+                inst.watches.append(mgr.sockets.watch(args["StopOnNotify"], lambda: mgr._stop_listening(inst)))
+            if "ReadyNotification" in args:
+                def ready():
+                    if inst.listening:
+                        mgr.sockets.start(inst.listener)
+                inst.watches.append(mgr.sockets.watch(args["ReadyNotification"], ready, once=True))
+            else:
+                mgr.sockets.start(listener)
+        except (OSError, ValueError) as e:
+            # checked before the reply, so only a race (the fd changed) gets
+            # here: the instance stops rather than listening without accepting
+            log.warning("container %s: cannot watch its notification fds (%s); stopping it", inst.path, e)
+            mgr._stop_listening(inst)
 
     log.info("container %s created by %s: type %s, name %r%s", inst.path, peer.unique_name, ctype, name,
              " (learning)" if learn else " (mediated)" if rules is not None else "")

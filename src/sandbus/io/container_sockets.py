@@ -2,6 +2,7 @@
 new listening sockets in the containers directory, adopted fd-passed ones,
 and watches on notification pipes."""
 
+import fcntl
 import os
 import secrets
 import socket
@@ -38,7 +39,12 @@ class ContainerSockets:
 
     def adopt(self, fd: int) -> Listener:
         """A socket the container manager bound itself (e.g. inside a sandbox)."""
-        sock = socket.socket(fileno=os.dup(fd))
+        own = os.dup(fd)
+        try:
+            sock = socket.socket(fileno=own)
+        except OSError as e:
+            os.close(own)  # not a socket at all: no fd may stay behind
+            raise ValueError(f"Socket must be an AF_UNIX stream socket ({e.strerror})") from None
         try:
             if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
                 raise ValueError("Socket must be an AF_UNIX stream socket")
@@ -54,6 +60,24 @@ class ContainerSockets:
         name = sock.getsockname()
         params = {"path": name} if isinstance(name, str) and name else {"abstract": "(passed)"}
         return Listener(sock, ("unix", params), path=None, owned=False)
+
+    @staticmethod
+    def check_notification_fd(fd: int, what: str) -> None:
+        """ReadyNotification / StopOnNotify: something the loop can watch for
+        readable/hang-up, i.e. the read end of a pipe or FIFO, or a socket.
+        A regular file or a write end would be accepted by AddServer and then
+        fail in the loop (epoll refuses regular files), so refuse them here."""
+        try:
+            st = os.fstat(fd)
+            mode = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+        except OSError as e:
+            raise ValueError(f"{what} is not usable: {e}") from None
+        if stat.S_ISSOCK(st.st_mode):
+            return
+        if not stat.S_ISFIFO(st.st_mode):
+            raise ValueError(f"{what} must be the read end of a pipe or FIFO, or a socket")
+        if mode not in (os.O_RDONLY, os.O_RDWR):
+            raise ValueError(f"{what} must be the read end of a pipe, not its write end")
 
     def start(self, listener: Listener) -> None:
         self.server.add_listener(listener)
@@ -81,5 +105,9 @@ class ContainerSockets:
                 cancel()
             callback()
 
-        loop.add_reader(own, fire)
+        try:
+            loop.add_reader(own, fire)
+        except (OSError, ValueError):
+            os.close(own)
+            raise
         return cancel

@@ -299,6 +299,8 @@ CONTAINED_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus 
 <busconfig>
   <include>/usr/share/dbus-1/session.conf</include>
   <limit name="max_connections_per_container">100000</limit>
+  <!-- scaling_rules installs 100k rules through the instance -->
+  <limit name="max_container_match_rules">1000000</limit>
 </busconfig>
 """
 
@@ -310,7 +312,8 @@ class SandbusContained(Sandbus):
 
     def bus_args(self):
         # The stock session bus, except that one instance may take every
-        # client of a workload (the default allows 16 connections).
+        # client of a workload (the default allows 16 connections) and
+        # every rule of scaling_rules (the instance quota allows 50,000).
         conf = self.path("bus.conf")
         with open(conf, "w") as f:
             f.write(CONTAINED_CONFIG)

@@ -8,6 +8,7 @@ import os
 import socket
 
 import pytest
+from jeepney import DBusAddress, new_method_call
 
 from containers_util import (  # noqa: F401  (fixtures)
     CIFACE,
@@ -170,3 +171,44 @@ def test_addserver_accepts_the_read_end_of_a_pipe_and_a_socket(cbus):
         a.close()
         b.close()
     assert c.bus("GetId")
+
+
+# -- per-instance quotas ---------------------------------------------------------------
+
+QUOTAS = ('<limit name="max_container_match_rules">4</limit>'
+          '<limit name="max_container_pending_replies">2</limit>')
+
+
+def test_instance_quotas_bound_all_its_connections_together(cbus_factory):
+    cbus = cbus_factory(QUOTAS)
+    c = cbus.client()
+    c.add_match("type='signal',member='NameOwnerChanged'")
+    service = cbus.client()  # never answers
+    _path, _sp, address = add_server(c)
+    a, b = cbus.client(address), cbus.client(address)
+    a.add_match("member='A0'")
+    a.add_match("member='A1'")
+    b.add_match("member='B0'")
+    b.add_match("member='B1'")
+    for inner in (a, b):
+        err = inner.bus_error("AddMatch", "s", "member='More'")
+        assert err.name == "org.freedesktop.DBus.Error.LimitsExceeded"
+        assert "max_container_match_rules=4" in err.text
+    for i in range(8):  # outside the instance: only the per-connection limit applies
+        c.add_match(f"member='C{i}'")
+    # pending replies: two calls wait for the silent service, the third is refused
+    addr = DBusAddress("/", bus_name=service.unique_name, interface="com.example.Silent")
+    a.send(new_method_call(addr, "Wait"))
+    b.send(new_method_call(addr, "Wait"))
+    service.wait_for(lambda m: m.header.fields.get(3) == "Wait")
+    service.wait_for(lambda m: m.header.fields.get(3) == "Wait")
+    reply = a.call_msg(new_method_call(addr, "Wait"))
+    assert reply.header.fields.get(4) == "org.freedesktop.DBus.Error.LimitsExceeded", reply
+    assert "max_container_pending_replies=2" in reply.body[0]
+    # a connection that leaves gives back what it held (once the bus saw it leave)
+    b_name = b.unique_name
+    b.close()
+    c.wait_signal("NameOwnerChanged", body0=b_name)
+    a.add_match("member='AfterLeave'")
+    a.send(new_method_call(addr, "Wait"))
+    service.wait_for(lambda m: m.header.fields.get(3) == "Wait")

@@ -170,7 +170,8 @@ def test_limits_defaults_cover_every_documented_limit():
         "max_names_per_connection", "max_match_rules_per_connection",
         "max_replies_per_connection", "reply_timeout", "max_containers",
         "max_containers_per_user", "max_container_metadata_bytes",
-        "max_connections_per_container"}
+        "max_connections_per_container", "max_container_queued_bytes", "max_container_unix_fds",
+        "max_container_match_rules", "max_container_names", "max_container_pending_replies"}
     assert LIMIT_NAMES == documented
     system, session = Limits.defaults("system"), Limits.defaults("session")
     assert (system.max_containers, system.max_containers_per_user,
@@ -178,6 +179,12 @@ def test_limits_defaults_cover_every_documented_limit():
     assert (session.max_containers, session.max_containers_per_user,
             session.max_container_metadata_bytes, session.max_connections_per_container) == (
         10000, 10000, 1000000000, 16)
+    # per-instance quotas: one connection's worth of the bus type's per-connection limits
+    assert (system.max_container_match_rules, system.max_container_names,
+            system.max_container_pending_replies, system.max_container_unix_fds,
+            system.max_container_queued_bytes) == (512, 512, 128, 64, 64 * 1024 * 1024)
+    assert (session.max_container_match_rules, session.max_container_names,
+            session.max_container_pending_replies) == (50000, 50000, 50000)
     assert system.max_incoming_bytes == 127 * 1024 * 1024
     assert system.auth_timeout == 5000 and system.reply_timeout == -1
 

@@ -71,6 +71,13 @@ class Limits:
     max_containers_per_user: int = 16
     max_container_metadata_bytes: int = 4096
     max_connections_per_container: int = 8
+    # What all connections of one instance may hold together
+    # (containers/quotas.py); system-bus values, session below.
+    max_container_queued_bytes: int = 67108864   # 64 MiB
+    max_container_unix_fds: int = 64
+    max_container_match_rules: int = 512
+    max_container_names: int = 512
+    max_container_pending_replies: int = 128
 
     @classmethod
     def defaults(cls, bus_type: BusType | None) -> "Limits":
@@ -80,9 +87,14 @@ class Limits:
         as the user, so it has no reason to ration containers tightly.
         """
         if bus_type == "session":
+            # session.conf's per-connection limits, once for a whole
+            # instance rather than once per connection
             return cls(max_containers=10000, max_containers_per_user=10000,
                        max_container_metadata_bytes=1000000000,
-                       max_connections_per_container=16)
+                       max_connections_per_container=16,
+                       max_container_queued_bytes=1000000000, max_container_unix_fds=4096,
+                       max_container_match_rules=50000, max_container_names=50000,
+                       max_container_pending_replies=50000)
         return cls()
 
     def with_overrides(self, overrides: dict[str, int]) -> "Limits":

@@ -15,6 +15,7 @@ from ..core.errors import DBusError
 from ..core.match import MatchRule
 from ..core.mediation import DROP, HIDDEN, Denial, Mediator
 from ..wire.message import ERROR, METHOD_CALL, METHOD_RETURN
+from . import quotas
 from .learn import Observation, describe, shape
 from .rules import (
     CALL_METHODS,
@@ -131,7 +132,8 @@ class AccessControl(Mediator):
             return DROP
         error = self.check_unicast(sender, target, msg)
         if error is None:
-            return None
+            # allowed by the rules; the instances' quotas may still refuse it
+            return quotas.unicast(self.bus, sender, target, msg)
         if error.name in HIDDEN_NAME_ERRORS:
             return HIDDEN
         return Denial(error)
@@ -139,7 +141,7 @@ class AccessControl(Mediator):
     def receive(self, sender, receiver, msg, target=None) -> bool:
         if target is not None:
             return receiver.container is None  # nobody in a container eavesdrops
-        return self.allow_broadcast(sender, receiver, msg)
+        return self.allow_broadcast(sender, receiver, msg) and quotas.may_receive_broadcast(self.bus, receiver, msg)
 
     def driver_call(self, peer, method, msg, args):
         inst = peer.container
@@ -158,6 +160,8 @@ class AccessControl(Mediator):
             self._log_once(inst, ("eavesdrop",), "denied eavesdropping match rule to %s in container %s "
                            "(type %s, name %r)", peer.unique_name, inst.path, inst.type, inst.name)
             raise DBusError(errors.ACCESS_DENIED, "Connections inside a container may not eavesdrop")
+        if method.interface == DRIVER_NAME and method.member in ("AddMatch", "RequestName"):
+            quotas.check_driver_call(self.bus, peer, method.member, args)
         if inst.access is None:
             return None
         if method.member == "GetId" and method.interface == "org.freedesktop.DBus":

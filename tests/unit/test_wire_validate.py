@@ -231,3 +231,23 @@ def test_arrays_cut_at_every_offset_fail_cleanly(sig):
         # the same end with the rest of the bytes still there: end is the limit
         with pytest.raises(InvalidBody):
             validate_body(body, 0, cut, sig, "l", 0)
+
+
+def test_remembered_small_bodies_are_keyed_by_everything_that_decides_validity():
+    # valid 'h' index 0 with one fd, remembered; the same bytes without fds are still refused
+    Message(signal("h", (0,), unix_fds=1))
+    Message(signal("h", (0,), unix_fds=1))
+    with pytest.raises(ProtocolError, match="fd index"):
+        Message(signal("h", (0,)))
+    # the same bytes under another signature or byte order are judged afresh
+    good = signal("u", (2,))
+    Message(good)
+    as_bool = bytearray(good.replace(b"\x01g\x00\x01u\x00", b"\x01g\x00\x01b\x00"))
+    with pytest.raises(ProtocolError, match="boolean"):
+        Message(bytes(as_bool))
+    big_endian = bytearray(signal("b", (True,), endian="B"))
+    Message(bytes(big_endian))
+    little = bytearray(signal("b", (True,)))
+    little[-4:] = big_endian[-4:]  # 0x01000000 read little-endian
+    with pytest.raises(ProtocolError, match="boolean"):
+        Message(bytes(little))

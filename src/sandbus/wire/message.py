@@ -60,6 +60,8 @@ _BE_U32 = struct.Struct(">I")
 _PAD = b"\0" * 8
 _header_cache = {}
 _CACHE_SIZE = 4096
+_valid_bodies = {}  # (signature, endian, unix_fds, body bytes) of small valid bodies
+_MEMO_BODY = 128
 _CACHEABLE = 16 + 512  # cache headers whose fields fit in this many bytes
 # byte order, type, flags and version as one number; body length; serial;
 # fields' length; and the first field's code and signature, as one number.
@@ -196,8 +198,26 @@ class Message:
     def _validate_body(self) -> None:
         # Every message is checked before anything routes it: the body is
         # forwarded unchanged, and receivers' unmarshallers trust the bus.
+        data = self.data
+        start = self.body_start
+        if self.body_len <= _MEMO_BODY and type(data) is bytes:
+            # Small bodies recur byte for byte (the same arguments, replies
+            # and signals again and again): the same bytes under the same
+            # signature, byte order and fd count get the same verdict, so
+            # valid ones are remembered (bounded, like the header cache).
+            key = (self.signature, self.endian, self.unix_fds, data[start:])
+            if key in _valid_bodies:
+                return
+            self._check_body(data, start)
+            if len(_valid_bodies) >= _CACHE_SIZE:
+                _valid_bodies.clear()
+            _valid_bodies[key] = True
+            return
+        self._check_body(data, start)
+
+    def _check_body(self, data, start: int) -> None:
         try:
-            validate_body(self.data, self.body_start, len(self.data), self.signature, self.endian, self.unix_fds)
+            validate_body(data, start, len(data), self.signature, self.endian, self.unix_fds)
         except InvalidBody as e:
             raise ProtocolError(f"invalid body: {e}") from None
 

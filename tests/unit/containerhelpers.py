@@ -47,8 +47,9 @@ class FakeListener:
 
 class FakeSockets:
     """io/container_sockets.py's contract (default_directory, create,
-    adopt, start, stop, watch) without sockets; ``fire(fd)`` plays a
-    notification pipe becoming readable."""
+    adopt, check_notification_fd, start, stop, watch) without sockets;
+    ``fire(fd)`` plays a notification pipe becoming readable; fds in
+    ``unwatchable`` play regular files and write ends."""
 
     def __init__(self):
         self.made = 0
@@ -56,6 +57,7 @@ class FakeSockets:
         self.watches = []  # [fd, callback, once, active]
         self.fail_create = None  # an OSError to raise from create
         self.fail_adopt = None  # a ValueError to raise from adopt (not a listening stream socket)
+        self.unwatchable = set()  # fds check_notification_fd refuses
 
     @staticmethod
     def default_directory(bus_type: str) -> str:
@@ -75,6 +77,10 @@ class FakeSockets:
         listener = FakeListener(None)
         self.listeners.append(listener)
         return listener
+
+    def check_notification_fd(self, fd: int, what: str) -> None:
+        if fd in self.unwatchable:
+            raise ValueError(f"{what} must be the read end of a pipe or FIFO, or a socket")
 
     def start(self, listener) -> None:
         listener.accepting = True

@@ -112,3 +112,19 @@ def test_socket_failures_create_nothing(cb):
     cb.sockets.fail_create = cb.sockets.fail_adopt = None
     inst = cb.add_server(creator)
     assert inst.number == 1  # failures use up no instance number
+
+
+@pytest.mark.parametrize("bad", [READY_FD, STOP_FD])
+def test_unwatchable_notification_fd_is_invalid_args_before_anything_is_made(cb, bad):
+    # issue 11, hole 10: refused before the answer, so nothing fails after it
+    cb.sockets.unwatchable.add(bad)
+    creator = cb.client()
+    serial = creator.send(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus", interface=CIFACE,
+                          member="AddServer", signature="ssa{sv}a{sv}", fds=(READY_FD, STOP_FD),
+                          body=("com.example.App", "", {}, {"ReadyNotification": Variant("h", 0),
+                                                            "StopOnNotify": Variant("h", 1)}))
+    r = creator.reply_to(serial)
+    assert r.error_name == "org.freedesktop.DBus.Error.InvalidArgs"
+    assert ("ReadyNotification" if bad == READY_FD else "StopOnNotify") in r.body()[0]
+    assert not cb.manager.instances and not cb.sockets.listeners and not cb.sockets.watches
+    assert creator.closed is None

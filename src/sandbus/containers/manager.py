@@ -2,7 +2,7 @@
 (docs/containers.md).  The driver methods are in driver_methods.py, the
 access rules (the bus's mediator for contained peers) in access.py.
 Sockets are made by the io layer through `sockets` (an object with
-default_directory/create/adopt/start/stop/watch), so this module stays
+default_directory/create/adopt/check_notification_fd/start/stop/watch), so this module stays
 free of I/O."""
 
 import logging

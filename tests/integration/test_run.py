@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import tempfile
 
 import pytest
@@ -235,7 +236,12 @@ def test_instance_stops_after_kill_9_of_the_launcher(bus, env):
                                 stdin=subprocess.DEVNULL)
         assert proc.stdout.readline().strip() == "started"
         (inst,) = instances(bus)
+        # "started" is printed just before the shell execs sleep: wait for it
+        deadline = time.monotonic() + TIMEOUT
         sleepers = _sandboxed_sleepers()
+        while not sleepers and time.monotonic() < deadline:
+            time.sleep(0.02)
+            sleepers = _sandboxed_sleepers()
         assert sleepers
         proc.send_signal(signal.SIGKILL)
         proc.wait()

@@ -151,11 +151,15 @@ class _DaemonLike(System):
             raise Unavailable("%s is not on PATH" % self.executable)
         return [exe]
 
+    def env(self):
+        """The daemon's environment (None: this one's)."""
+        return None
+
     def _start(self):
         proc = self.spawn([*self.command(), *self.bus_args(), "--nofork",
                            "--address=unix:path=%s" % self.path("bus"),
                            "--print-address=1"], "daemon.log",
-                          stdout=subprocess.PIPE)
+                          stdout=subprocess.PIPE, env=self.env())
         address = _read_line(proc, START_TIMEOUT)
         if not address:
             raise Unavailable("%s printed no address within %.0f s: %s" % (
@@ -175,8 +179,12 @@ class DbusDaemon(_DaemonLike):
 
 class Sandbus(_DaemonLike):
     name = "sandbus"
-    description = "sandbus-daemon with dbus-daemon's command line"
+    description = "sandbus-daemon with dbus-daemon's command line, pure Python (SANDBUS_PURE=1)"
     executable = "sandbus-daemon"
+
+    def env(self):
+        # the pure-Python row even where the installed build is compiled
+        return dict(os.environ, SANDBUS_PURE="1")
 
 
 BROKER_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
@@ -346,8 +354,8 @@ class SandbusContained(Sandbus):
 
 class SandbusCompiled(Sandbus):
     name = "sandbus-compiled"
-    description = ("sandbus with 5 hot modules compiled by Cython from the same .py "
-                   "(bench/compiled: .pxd files only)")
+    description = ("sandbus as pip installs it with a C compiler: the hot modules "
+                   "compiled by Cython from the same .py (setup.py, src/sandbus/**/*.pxd)")
 
     def command(self):
         from . import compiled
@@ -356,6 +364,10 @@ class SandbusCompiled(Sandbus):
         except compiled.BuildError as e:
             raise Unavailable(str(e))
         return compiled.daemon_argv(tree)
+
+    def env(self):
+        from . import compiled
+        return compiled.daemon_env()
 
 
 ALL = [DbusDaemon, Sandbus, DbusBroker, XdgDbusProxy, SandbusContained, SandbusCompiled]

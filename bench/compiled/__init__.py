@@ -1,18 +1,16 @@
-"""The smallest compiled piece, as an experiment the benchmark can run.
+"""The shipped compiled build, for the benchmark's ``sandbus-compiled``.
 
-sandbus ships as pure Python.  This package builds a *copy* of it in which
-five hot modules (wire/message, core/peer, core/bus, io/connection,
-io/server) are compiled by Cython, steered only by the augmenting ``.pxd``
-files in ``pxd/``: they turn Message, Peer, Bus, Connection and Server into
-extension types and type a few hot methods' arguments.  No ``.py`` file is
-changed, so the pure-Python path is the same code.
-
-``python -m bench --systems dbus-daemon,dbus-broker,sandbus,sandbus-compiled``
-measures the copy side by side with the rest.  The build needs Cython and a
-C compiler (``pip install cython``); without them the system is skipped.
-Builds are cached under ``bench/results/compiled/`` by a hash of the sources.
+``pip install .`` compiles the hot modules with Cython (setup.py, steered
+by the ``.pxd`` files beside them in src/sandbus/).  When the installed
+sandbus is that build, the benchmark runs it; otherwise (an editable or a
+pure install) it installs the same sources once with pip into a cache
+under ``bench/results/compiled/``, keyed by a hash of them, and runs that.
+``SANDBUS_BENCH_COMPILED=DIR`` names a ``pip install --target DIR`` made
+already.  The ``sandbus`` system runs with ``SANDBUS_PURE=1``, so the two
+rows are the two builds of one source.
 """
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -20,83 +18,115 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PXD_DIR = os.path.join(HERE, "pxd")
-CACHE_DIR = os.path.join(os.path.dirname(HERE), "results", "compiled")
-
-# Module paths relative to the sandbus package; each has a .pxd in pxd/.
-MODULES = ("wire/message", "core/peer", "core/bus", "io/connection", "io/server")
+ROOT = os.path.dirname(os.path.dirname(HERE))
+CACHE_DIR = os.path.join(ROOT, "bench", "results", "compiled")
+# What setup.py reads; the rest of the checkout is no part of the package.
+PROJECT_FILES = ("setup.py", "pyproject.toml", "README.md")
 
 
 class BuildError(Exception):
     pass
 
 
-def package_dir():
-    """The sandbus package that is installed (the one the pure system runs)."""
-    import sandbus
-    return os.path.dirname(os.path.abspath(sandbus.__file__))
-
-
-def _source_hash(pkg):
+def _source_hash():
     h = hashlib.sha256()
-    for root in (pkg, PXD_DIR):
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
-            for name in sorted(filenames):
-                if name.endswith((".py", ".pxd")):
-                    path = os.path.join(dirpath, name)
-                    h.update(os.path.relpath(path, root).encode())
-                    with open(path, "rb") as f:
-                        h.update(f.read())
+    for name in PROJECT_FILES:
+        with open(os.path.join(ROOT, name), "rb") as f:
+            h.update(name.encode() + b"\0" + f.read())
+    src = os.path.join(ROOT, "src")
+    for dirpath, dirnames, filenames in os.walk(src):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__" and not d.endswith(".egg-info"))
+        for name in sorted(filenames):
+            if name.endswith((".py", ".pxd")):
+                path = os.path.join(dirpath, name)
+                h.update(os.path.relpath(path, src).encode() + b"\0")
+                with open(path, "rb") as f:
+                    h.update(f.read())
     return h.hexdigest()[:16]
+
+
+def copy_project(work):
+    """Copy what building the package reads (no build products) to work."""
+    os.makedirs(work)
+    for name in PROJECT_FILES:
+        shutil.copy(os.path.join(ROOT, name), work)
+    shutil.copytree(os.path.join(ROOT, "src"), os.path.join(work, "src"),
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.so", "*.c"))
+
+
+def install(dest, env=None):
+    """``pip install --target dest`` of a copy of this checkout's package
+    (a copy: pip builds in the tree, and the checkout may be in use).
+    Returns pip's output."""
+    work = dest + ".src"
+    shutil.rmtree(work, ignore_errors=True)
+    copy_project(work)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--no-deps", "--no-warn-script-location",
+             "--disable-pip-version-check", "-v", "--target", dest, work],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    out = proc.stdout.decode(errors="replace")
+    if proc.returncode != 0:
+        raise BuildError("pip install failed:\n" + out[-2000:])
+    return out
+
+
+def installed_is_compiled():
+    import sandbus
+    return sandbus.build() == "compiled"
 
 
 def build(log=None):
     """Return a directory to put first on sys.path so that ``import sandbus``
-    gets the compiled copy; build it if the cache has none for these sources."""
-    try:
-        import Cython  # noqa: F401
-    except ImportError:
-        raise BuildError("Cython is not installed (pip install cython)")
-    pkg = package_dir()
-    tree = os.path.join(CACHE_DIR, _source_hash(pkg))
+    gets the compiled build (None: the installed one is compiled)."""
+    given = os.environ.get("SANDBUS_BENCH_COMPILED")
+    if given:       # a compiled install made already (scripts/test makes one)
+        return given
+    if installed_is_compiled():
+        return None
+    os.makedirs(CACHE_DIR, exist_ok=True)
+    tree = os.path.join(CACHE_DIR, _source_hash())
     marker = os.path.join(tree, "BUILT")
-    if os.path.exists(marker):
-        return tree
-    shutil.rmtree(tree, ignore_errors=True)
-    target = os.path.join(tree, "sandbus")
-    shutil.copytree(pkg, target, ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.c"))
-    for mod in MODULES:
-        shutil.copy(os.path.join(PXD_DIR, mod + ".pxd"), os.path.join(target, mod + ".pxd"))
-    # annotation_typing=False: the .py annotations (data: bytes, ...) are
-    # documentation, and a large message arrives as a bytearray.
-    cmd = [sys.executable, "-m", "Cython.Build.Cythonize", "-i", "-j", str(os.cpu_count() or 1),
-           "-X", "language_level=3", "-X", "annotation_typing=False",
-           *[mod + ".py" for mod in MODULES]]
-    proc = subprocess.run(cmd, cwd=target, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        tail = proc.stdout.decode(errors="replace")[-2000:]
+    with open(os.path.join(CACHE_DIR, "lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)     # parallel test runs build it once
+        if os.path.exists(marker):
+            return tree
         shutil.rmtree(tree, ignore_errors=True)
-        raise BuildError("cythonize failed:\n" + tail)
-    if log:
-        log(proc.stdout.decode(errors="replace")[-500:])
-    shutil.rmtree(os.path.join(target, "build"), ignore_errors=True)
-    with open(marker, "w") as f:
-        f.write(" ".join(MODULES) + "\n")
+        env = {k: v for k, v in os.environ.items() if k != "SANDBUS_PURE"}
+        out = install(tree, env)
+        probe = subprocess.run([sys.executable, "-c", "import sandbus; print(sandbus.build())"],
+                               env=dict(env, PYTHONPATH=tree), stdout=subprocess.PIPE, text=True)
+        if probe.stdout.strip() != "compiled":
+            shutil.rmtree(tree, ignore_errors=True)
+            raise BuildError("the install is %r, not compiled (no C compiler?):\n%s"
+                             % (probe.stdout.strip(), out[-1500:]))
+        if log:
+            log(out[-500:])
+        with open(marker, "w") as f:
+            f.write("compiled\n")
     return tree
 
 
-LAUNCHER = """import importlib, sys
-sys.path.insert(0, sys.argv.pop(1))
-for name in %r:
-    mod = importlib.import_module("sandbus." + name.replace("/", "."))
-    if not mod.__file__.endswith(".so"):
-        sys.exit("sandbus-compiled: %%s was not compiled (%%s)" %% (name, mod.__file__))
+LAUNCHER = """import sys
+tree = sys.argv.pop(1)
+if tree:
+    sys.path.insert(0, tree)
+import sandbus
+if sandbus.build() != "compiled":
+    sys.exit("sandbus-compiled: the build is %s (%s)" % (sandbus.build(), sandbus.__file__))
 from sandbus.cli import daemon_main
 sys.exit(daemon_main())
-""" % (MODULES,)
+"""
 
 
 def daemon_argv(tree):
-    """Command line prefix that runs sandbus-daemon from the compiled copy."""
-    return [sys.executable, "-c", LAUNCHER, tree]
+    """Command line prefix that runs sandbus-daemon from the compiled build."""
+    return [sys.executable, "-c", LAUNCHER, tree or ""]
+
+
+def daemon_env():
+    """The compiled system must not inherit a request for pure Python."""
+    return {k: v for k, v in os.environ.items() if k != "SANDBUS_PURE"}

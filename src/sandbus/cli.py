@@ -5,7 +5,7 @@ import logging
 import os
 import sys
 
-from . import __version__
+from . import __version__, build
 
 DAEMON_USAGE = """\
 sandbus-daemon [--version] [--session] [--system] [--config-file=FILE]
@@ -129,7 +129,7 @@ def daemon_main(argv=None) -> int:
         print(DAEMON_USAGE)
         return 0
     if "--version" in actions:
-        print(f"sandbus {__version__} (D-Bus Message Bus Daemon compatible with 1.14)\n"
+        print(f"sandbus {__version__} (D-Bus Message Bus Daemon compatible with 1.14), {build()}\n"
               "A D-Bus message bus with Containers1 container instances.")
         return 0
     if "--introspect" in actions:
@@ -169,7 +169,7 @@ def main(argv=None) -> int:
         from .session import session_main
         return session_main(rest)
     if command in ("version", "--version"):
-        print(f"sandbus {__version__}")
+        print(f"sandbus {__version__}, {build()}")
         return 0
     if command == "run":
         from .launcher.run import run_main

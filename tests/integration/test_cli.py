@@ -36,6 +36,19 @@ def test_version(tmp_path):
     assert cp.stdout.splitlines()[0].strip()
 
 
+@pytest.mark.skipif(not IS_SANDBUS, reason="the build is sandbus's")
+def test_version_names_the_build():
+    """Both commands say which build runs (compiled or pure Python), and it
+    is the one this test process imports; SANDBUS_PURE=1 makes it pure."""
+    import sandbus
+    build = sandbus.build()
+    first = run(daemon_cmd("--version")).stdout.splitlines()[0]
+    assert first.startswith(f"sandbus {sandbus.__version__} ") and first.endswith(", " + build)
+    assert run([_sandbus_cli(), "--version"]).stdout.strip() == f"sandbus {sandbus.__version__}, {build}"
+    pure = run(daemon_cmd("--version"), env=dict(os.environ, SANDBUS_PURE="1")).stdout
+    assert pure.splitlines()[0].endswith(", pure Python")
+
+
 def test_introspect_prints_driver_xml():
     cp = run(daemon_cmd("--introspect"))
     root = ET.fromstring(cp.stdout)

@@ -6,7 +6,8 @@ __version__ = "0.1.0"
 
 # The modules that the compiled build compiles with Cython (setup.py: each
 # has a .pxd beside its .py; tests/test_build.py keeps the two lists equal).
-HOT_MODULES = ("core.bus", "core.peer", "io.connection", "io.server", "wire.message", "wire.validate")
+HOT_MODULES = ("core.bus", "core.peer", "io.connection", "io.server",
+               "wire.framer", "wire.message", "wire.validate")
 
 
 class _SourceFirst:

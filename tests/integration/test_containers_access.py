@@ -19,6 +19,7 @@ from containers_util import (  # noqa: F401  (fixtures)
     CALL,
     CIFACE,
     FDS,
+    EXACT_MEMBER,
     NAME_SUBTREE,
     OWN,
     PATH_SUBTREE,
@@ -384,7 +385,7 @@ def test_cli_shorthand_compiles_rules():
         (PATH_SUBTREE, "a.b", "/", ""),
         (TALK | NAME_SUBTREE | PATH_SUBTREE, "c.d", "/", ""),
         (TALK | OWN | PATH_SUBTREE, "e.f", "/", ""),
-        (CALL, "g.h", "/obj", "org.g.H"),
+        (CALL | EXACT_MEMBER, "g.h", "/obj", "org.g.H.Method"),
         (CALL | PATH_SUBTREE, "g.h", "/tree", "org.g"),
         (BROADCASTS, "i.j", "/sig", ""),
     ]

@@ -11,6 +11,7 @@ from sandbus.containers.rules import (
     OWN_BUS_NAME as OWN,
     RECEIVE_BROADCASTS as RECV,
     SEND_UNIX_FDS as FDS,
+    EXACT_MEMBER as EXACT,
 )
 
 TALK = CALL | RECV
@@ -22,6 +23,8 @@ PARENT = [
     (0, "org.example.Seen", "/", ""),
     (RECV | PATH_TREE, "org.example.Split", "/", ""),
     (CALL | PATH_TREE, "org.example.Split", "/", ""),
+    (CALL | EXACT, "org.example.Method", "/m", "org.example.I.Do"),
+    (NAME_TREE, ":", "/", ""),
 ]
 
 
@@ -38,6 +41,9 @@ PARENT = [
     (0, "org.example.Seen", "/", ""),                             # see only
     (0, "org.example.Talk", "/", ""),                             # talking implies seeing
     (TALK | PATH_TREE, "org.example.Split", "/", ""),             # covered by two rules together
+    (CALL | EXACT, "org.example.Method", "/m", "org.example.I.Do"),  # the same method
+    (CALL | EXACT, "org.example.Exact", "/one", "org.example.Iface.Any"),  # a member of the interface
+    (NAME_TREE, ":", "/", ""),                                    # every unique name, to see
 ])
 def test_narrower_rules_are_covered(rule):
     assert rule_covered(rule, PARENT)
@@ -59,6 +65,8 @@ def test_narrower_rules_are_covered(rule):
     (OWN, "org.example.Talk", "/", ""),
     (CALL, "org.example.Seen", "/", ""),                          # seeing is not calling
     (0, "org.example.Unknown", "/", ""),
+    (CALL, "org.example.Method", "/m", "org.example.I"),          # the method's whole interface
+    (CALL | EXACT, "org.example.Method", "/m", "org.example.I.Other"),
 ])
 def test_wider_rules_are_not(rule):
     assert not rule_covered(rule, PARENT)

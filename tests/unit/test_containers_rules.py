@@ -19,6 +19,7 @@ from sandbus.containers.learn import (
 from sandbus.containers.rules import (
     BUS_NAME_IS_SUBTREE as NAME_SUBTREE,
     CALL_METHODS as CALL,
+    EXACT_MEMBER as EXACT,
     OBJECT_PATH_IS_SUBTREE as PATH_SUBTREE,
     OWN_BUS_NAME as OWN,
     RECEIVE_BROADCASTS as BROADCASTS,
@@ -36,7 +37,7 @@ OK = (CALL, "com.example.Ok", "/", "")
 # -- validation ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("bad,why", [
-    ((64, "com.example.A", "/", ""), "unknown flag bits 0x40"),
+    ((128, "com.example.A", "/", ""), "unknown flag bits 0x80"),
     ((CALL, "not a name", "/", ""), "invalid bus name"),
     ((CALL, "com..example", "/", ""), "invalid bus name"),
     ((CALL | NAME_SUBTREE, ":1.5", "/", ""), "unique name"),
@@ -47,6 +48,12 @@ OK = (CALL, "com.example.Ok", "/", "")
     ((CALL, "com.example.A", "/trailing/", ""), "invalid object path"),
     ((CALL, "com.example.A", "/", "NoDots"), "invalid interface"),
     ((CALL, "com.example.A", "/", "com.example.Bad-Dash"), "invalid interface"),
+    ((CALL | EXACT, "com.example.A", "/", ""), "EXACT_MEMBER needs INTERFACE.MEMBER"),
+    ((CALL | EXACT, "com.example.A", "/", "Method"), "EXACT_MEMBER needs INTERFACE.MEMBER"),
+    ((CALL | EXACT, "com.example.A", "/", "com.example.I.Bad-Member"), "EXACT_MEMBER needs INTERFACE.MEMBER"),
+    ((NAME_SUBTREE | CALL, ":", "/", ""), "for seeing them only"),
+    ((NAME_SUBTREE | OWN, ":", "/", ""), "for seeing them only"),
+    ((0, ":", "/", ""), "for seeing them only"),
 ])
 @pytest.mark.parametrize("index", [0, 2])
 def test_validation_errors_name_the_rule_index(bad, why, index):
@@ -132,6 +139,35 @@ def test_interface_matching():
     assert Rule(CALL, "a.b", "/", "x.Y").covers_interface("x.Y")
     assert not Rule(CALL, "a.b", "/", "x.Y").covers_interface("x.Z")
     assert not Rule(CALL, "a.b", "/", "x.Y").covers_interface(None)
+
+
+def test_exact_member_covers_that_member_only():
+    r = Rule(CALL | EXACT, "a.b", "/", "x.Y.Method")
+    assert r.covers_interface("x.Y", "Method")
+    assert not r.covers_interface("x.Y", "Other")
+    assert not r.covers_interface("x.Y", None)
+    assert not r.covers_interface(None, "Method")  # a call without interface matches no member rule
+    assert not r.covers_interface("x.Y.Method", None)
+    assert r.as_tuple() == (CALL | EXACT, "a.b", "/", "x.Y.Method")
+
+
+def test_shorthand_member_rules_are_exact():
+    from sandbus.containers.shorthand import compile_rules
+    assert compile_rules(call=["a.b=x.Y.Method@/p"]) == [(CALL | EXACT, "a.b", "/p", "x.Y.Method")]
+    assert compile_rules(call=["a.b=x.Y.*@/p/*"]) == [(CALL | PATH_SUBTREE, "a.b", "/p", "x.Y")]
+    assert compile_rules(broadcast=["a.b=x.Y.Changed"]) == [(BROADCASTS | EXACT | PATH_SUBTREE, "a.b", "/",
+                                                             "x.Y.Changed")]
+    rs = compile_allow(compile_rules(call=["a.b=x.Y.Method@/p"]))
+    (r,) = rs.for_name("a.b")
+    assert r.covers_path("/p") and r.covers_interface("x.Y", "Method")
+    assert not r.covers_interface("x.Y", "Delete")
+
+
+def test_unique_names_rule_sees_every_unique_name_only():
+    rs = compile_allow([(NAME_SUBTREE | PATH_SUBTREE, ":", "/", "")])
+    assert rs.for_name(":1.5") and rs.for_name(":1.999")
+    assert not rs.for_name("org.example.A")
+    assert not rs.for_name("a")
 
 
 # -- removal ------------------------------------------------------------------------------------
@@ -272,7 +308,7 @@ def _allowed(rules, o) -> bool:
     """What access.py would decide for o under rules (a RuleSet)."""
     def allows(names, flag, check_object=True):
         return any(r.flags & flag and (not check_object or (r.covers_path(o.path)
-                                                            and r.covers_interface(o.interface)))
+                                                            and r.covers_interface(o.interface, o.member)))
                    for r in rules.for_names(names))
     # A target addressed by a well-known name is judged by that name alone
     # (the rules must not depend on what else its owner happens to own).

@@ -23,6 +23,7 @@ from .rules import (
     OWN_BUS_NAME,
     RECEIVE_BROADCASTS,
     SEND_UNIX_FDS,
+    UNIQUE_NAMES,
     RuleSet,
     compile_allow,
 )
@@ -187,7 +188,7 @@ class AccessControl(Mediator):
         """Log a denial once per instance and kind, like rule denials (_note):
         a contained app must not be able to flood the log."""
         logged = inst.denials_logged
-        if len(logged) < MAX_LOGGED_DENIALS and key not in logged:
+        if inst.log_denials and len(logged) < MAX_LOGGED_DENIALS and key not in logged:
             logged.add(key)
             log.warning(fmt, *args)
 
@@ -235,10 +236,11 @@ class AccessControl(Mediator):
     def _shows_names_of(self, inst, owner) -> bool:
         """Whether inst sees every well-known name owner owns: rules naming
         its unique name (GrantAccess always does) cover them, as they do
-        for calls (check_unicast)."""
+        for calls (check_unicast); the every-unique-name rule does not."""
         if owner is None:
             return False
-        return owner.container is inst or bool(self._rules_for(inst, (owner.unique_name,)))
+        return owner.container is inst or any(r.bus_name != UNIQUE_NAMES
+                                              for r in self._rules_for(inst, (owner.unique_name,)))
 
     def can_see(self, viewer, name: str) -> bool:
         """A driver lookup of name by viewer (NameHasOwner, GetNameOwner,
@@ -260,14 +262,15 @@ class AccessControl(Mediator):
         obs = Observation("see", viewer.unique_name, name, names, None, None, None)
         return self._note(inst, obs)
 
-    def _allows(self, inst, target_names, flag, path=None, interface=None, check_object=True) -> bool:
+    def _allows(self, inst, target_names, flag, path=None, interface=None, member=None,
+                check_object=True) -> bool:
         # The first matching rule decides: no need to collect and de-duplicate
         # them as _rules_for does (this runs for every call out of an instance).
         for rule_set in self._rule_sets(inst):
             for name in target_names:
                 for r in rule_set.for_name(name):
                     if r.flags & flag and (not check_object or (r.covers_path(path)
-                                                                and r.covers_interface(interface))):
+                                                                and r.covers_interface(interface, member))):
                         return True
         return False
 
@@ -283,7 +286,7 @@ class AccessControl(Mediator):
                 log.info("learned: %s", describe(inst, obs))
             return True
         logged = inst.denials_logged
-        if len(logged) < MAX_LOGGED_DENIALS:
+        if inst.log_denials and len(logged) < MAX_LOGGED_DENIALS:
             key = shape(obs)
             if key not in logged:
                 logged.add(key)
@@ -320,7 +323,7 @@ class AccessControl(Mediator):
             # could be called, through a rule for another of its owner's
             # names.  Addressed by its unique name, by all its names.
             names = _names_of(target) if dest[0] == ":" else (dest, target.unique_name)
-            if not self._allows(inst, names, CALL_METHODS, msg.path, msg.interface):
+            if not self._allows(inst, names, CALL_METHODS, msg.path, msg.interface, msg.member):
                 what = "call" if msg.type == METHOD_CALL else "signal"
                 hidden = missing_name_error(msg) if not self._visible(sender, dest) else None
                 err = self._deny(sender, _observe(what, sender, dest, target, msg),
@@ -385,7 +388,7 @@ class AccessControl(Mediator):
         if _mediated(sender) and not self._rules_for(sender.container, _names_of(receiver)):
             if not self._note(sender.container, _observe("reach", sender, receiver.unique_name, receiver, msg)):
                 return False
-        if self._allows(inst, _names_of(sender), RECEIVE_BROADCASTS, msg.path, msg.interface):
+        if self._allows(inst, _names_of(sender), RECEIVE_BROADCASTS, msg.path, msg.interface, msg.member):
             return True
         return self._note(inst, _observe("broadcast", receiver, sender.unique_name, sender, msg))
 

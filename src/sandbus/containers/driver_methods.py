@@ -66,6 +66,7 @@ def _add_server(mgr, driver, call, ctype, name, metadata, named):
     inst.stop_on_disconnect = args.get("StopOnDisconnect", True)
     inst.virtual_machine_id = args.get("VirtualMachineId")
     inst.hide_machine_id = args.get("HideMachineId", False)
+    inst.log_denials = args.get("LogDenials", True)
     if parent is not None:
         # what the parent's apps are told about the machine holds inside too
         if inst.virtual_machine_id is None:

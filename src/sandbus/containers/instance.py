@@ -32,6 +32,7 @@ class ContainerInstance:
         self.allow = ()  # the Allow rules as given, a(usos)
         self.learner = None  # a learn.Learner in learn mode: denials are recorded and allowed
         self.denials_logged = set()  # rule shapes of denials already logged
+        self.log_denials = True  # LogDenials: false keeps denials out of the log
         self.announced = False  # the AddServer reply went out
         self.removed = False
         self.watches = []  # cancel callables for notification pipes

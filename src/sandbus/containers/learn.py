@@ -11,10 +11,12 @@ from collections import namedtuple
 from .rules import (
     BUS_NAME_IS_SUBTREE,
     CALL_METHODS,
+    EXACT_MEMBER,
     OBJECT_PATH_IS_SUBTREE,
     OWN_BUS_NAME,
     RECEIVE_BROADCASTS,
     SEND_UNIX_FDS,
+    UNIQUE_NAMES,
     Rule,
     RuleSet,
 )
@@ -106,9 +108,10 @@ def _choose_name(obs: Observation, preferred: set):
     return sorted(names)[0]
 
 
-def _covered(base: RuleSet, name: str, flag: int, path=None, interface=None, check_object=True) -> bool:
+def _covered(base: RuleSet, name: str, flag: int, path=None, interface=None, member=None,
+             check_object=True) -> bool:
     for r in base.for_name(name):
-        if r.flags & flag and (not check_object or (r.covers_path(path) and r.covers_interface(interface))):
+        if r.flags & flag and (not check_object or (r.covers_path(path) and r.covers_interface(interface, member))):
             return True
     return False
 
@@ -145,13 +148,13 @@ def learned_rules(observations, base_rules=()):
             continue
         if obs.what in CALL_KINDS or obs.what == "broadcast":
             flag = RECEIVE_BROADCASTS if obs.what == "broadcast" else CALL_METHODS
-            if _covered(base, name, flag, obs.path, obs.interface):
+            if _covered(base, name, flag, obs.path, obs.interface, obs.member):
                 continue
             # judged by all the target's names (a broadcast, or a call to a
             # unique name): a rule made already for any of them may do
             by_all_names = obs.what == "broadcast" or (obs.dest or "").startswith(":")
             if by_all_names and any(
-                    _covered(base, n, flag, obs.path, obs.interface)
+                    _covered(base, n, flag, obs.path, obs.interface, obs.member)
                     or objects.get(n, {}).get((obs.path or "/", obs.interface or ""), 0) & flag
                     or objects.get(n, {}).get((obs.path or "/", ""), 0) & flag for n in obs.names):
                 continue
@@ -207,9 +210,9 @@ def _allowed(rules: RuleSet, obs: Observation) -> bool:
     else:
         names = obs.names
     if obs.what in CALL_KINDS:
-        return any(_covered(rules, n, CALL_METHODS, obs.path, obs.interface) for n in names)
+        return any(_covered(rules, n, CALL_METHODS, obs.path, obs.interface, obs.member) for n in names)
     if obs.what == "broadcast":
-        return any(_covered(rules, n, RECEIVE_BROADCASTS, obs.path, obs.interface) for n in names)
+        return any(_covered(rules, n, RECEIVE_BROADCASTS, obs.path, obs.interface, obs.member) for n in names)
     if obs.what == "fds":
         return any(_covered(rules, n, SEND_UNIX_FDS, check_object=False) for n in names)
     if obs.what == "own":
@@ -238,7 +241,9 @@ def _flatpak_name(flags: int, name: str) -> str:
 
 
 def _flatpak_object(flags: int, path: str, interface: str, member=None) -> str:
-    if interface:
+    if flags & EXACT_MEMBER:
+        method = interface  # INTERFACE.MEMBER already
+    elif interface:
         method = f"{interface}.{member or '*'}"
     else:
         method = "*"
@@ -253,6 +258,8 @@ def rule_to_flatpak(rule) -> list:
     flags, name, path, interface = rule
     if not name:
         return []  # "any name" has no xdg-dbus-proxy spelling
+    if name == UNIQUE_NAMES:
+        return ["--sloppy-names"]
     fname = _flatpak_name(flags, name)
     out = []
     if flags & OWN_BUS_NAME:
@@ -298,9 +305,9 @@ def flatpak_args(observations, base_rules=()) -> list:
         if flags & OWN_BUS_NAME:
             args.append(f"--own={name}")
         for o in obs_list:
-            if o.what in CALL_KINDS and not _covered(base, name, CALL_METHODS, o.path, o.interface):
+            if o.what in CALL_KINDS and not _covered(base, name, CALL_METHODS, o.path, o.interface, o.member):
                 args.append(f"--call={name}={_flatpak_object(0, o.path or '/', o.interface or '', o.member)}")
-            elif o.what == "broadcast" and not _covered(base, name, RECEIVE_BROADCASTS, o.path, o.interface):
+            elif o.what == "broadcast" and not _covered(base, name, RECEIVE_BROADCASTS, o.path, o.interface, o.member):
                 args.append(f"--broadcast={name}="
                             f"{_flatpak_object(0, o.path or '/', o.interface or '', o.member)}")
         if flags & CALL_METHODS and not any(a.startswith(("--call=", "--own=")) for a in args):

@@ -29,6 +29,7 @@ SUPPORTED_ARGUMENTS = {
     "VirtualMachineId": "s",
     "HideMachineId": "b",
     "Learn": "b",
+    "LogDenials": "b",
 }
 
 # Learned rules of removed learn-mode instances, kept for GetLearnedRules.

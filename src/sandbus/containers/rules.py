@@ -4,7 +4,7 @@ so a check costs a few dict lookups however many rules there are."""
 
 from ..core import errors
 from ..core.errors import DBusError
-from ..wire.names import is_valid_bus_name, is_valid_interface, is_valid_object_path
+from ..wire.names import is_valid_bus_name, is_valid_interface, is_valid_member, is_valid_object_path
 
 OBJECT_PATH_IS_SUBTREE = 1
 BUS_NAME_IS_SUBTREE = 2
@@ -12,7 +12,14 @@ CALL_METHODS = 4
 RECEIVE_BROADCASTS = 8
 SEND_UNIX_FDS = 16
 OWN_BUS_NAME = 32
-ALL_FLAGS = 63
+# The interface field is INTERFACE.MEMBER: the rule covers that one method
+# or signal (xdg-dbus-proxy's --call=NAME=iface.Member), not the interface.
+EXACT_MEMBER = 64
+ALL_FLAGS = 127
+# With BUS_NAME_IS_SUBTREE, the bus name ":" covers every unique name, and
+# only to see them (xdg-dbus-proxy's --sloppy-names): not the well-known
+# names they own.
+UNIQUE_NAMES = ":"
 
 FLAG_NAMES = {
     "ObjectPathIsSubtree": OBJECT_PATH_IS_SUBTREE,
@@ -21,18 +28,23 @@ FLAG_NAMES = {
     "ReceiveBroadcasts": RECEIVE_BROADCASTS,
     "SendUnixFds": SEND_UNIX_FDS,
     "OwnBusName": OWN_BUS_NAME,
+    "ExactMember": EXACT_MEMBER,
 }
 
 
 class Rule:
-    __slots__ = ("flags", "bus_name", "path", "interface", "granter")
+    __slots__ = ("flags", "bus_name", "path", "interface", "granter", "_iface", "_member")
 
     def __init__(self, flags: int, bus_name: str, path: str, interface: str, granter=None):
         self.flags = flags
         self.bus_name = bus_name
         self.path = path
-        self.interface = interface
+        self.interface = interface  # as given (INTERFACE.MEMBER with EXACT_MEMBER)
         self.granter = granter  # the Peer that granted it (GrantAccess), else None
+        if flags & EXACT_MEMBER:
+            self._iface, _, self._member = interface.rpartition(".")
+        else:
+            self._iface, self._member = interface, None
 
     def covers_path(self, path) -> bool:
         if path is None:
@@ -43,8 +55,10 @@ class Rule:
             return self.path == "/" or path.startswith(self.path + "/")
         return False
 
-    def covers_interface(self, interface) -> bool:
-        return self.interface == "" or self.interface == interface
+    def covers_interface(self, interface, member=None) -> bool:
+        if self._member is not None:
+            return self._member == member and self._iface == interface
+        return self._iface == "" or self._iface == interface
 
     def as_tuple(self) -> tuple:
         return (self.flags, self.bus_name, self.path, self.interface)
@@ -56,7 +70,11 @@ def validate_rule(index: int, flags: int, bus_name: str, path: str, interface: s
 
     if flags & ~ALL_FLAGS:
         bad(f"unknown flag bits {flags & ~ALL_FLAGS:#x}")
-    if bus_name:
+    if bus_name == UNIQUE_NAMES:
+        if flags & ~(BUS_NAME_IS_SUBTREE | OBJECT_PATH_IS_SUBTREE) or not flags & BUS_NAME_IS_SUBTREE:
+            bad("the bus name ':' (every unique name) is for seeing them only: flags BUS_NAME_IS_SUBTREE "
+                "and at most OBJECT_PATH_IS_SUBTREE")
+    elif bus_name:
         if not is_valid_bus_name(bus_name):
             bad(f"invalid bus name {bus_name!r}")
         if bus_name.startswith(":") and flags & (BUS_NAME_IS_SUBTREE | OWN_BUS_NAME):
@@ -65,7 +83,11 @@ def validate_rule(index: int, flags: int, bus_name: str, path: str, interface: s
         bad("BUS_NAME_IS_SUBTREE and OWN_BUS_NAME need a bus name; '' means any name")
     if not is_valid_object_path(path):
         bad(f"invalid object path {path!r}")
-    if interface and not is_valid_interface(interface):
+    if flags & EXACT_MEMBER:
+        iface, _, member = interface.rpartition(".")
+        if not is_valid_interface(iface) or not is_valid_member(member):
+            bad(f"EXACT_MEMBER needs INTERFACE.MEMBER, not {interface!r}")
+    elif interface and not is_valid_interface(interface):
         bad(f"invalid interface {interface!r}")
 
 
@@ -110,14 +132,17 @@ class RuleSet:
     def for_name(self, name: str):
         """Rules whose bus name covers name."""
         found = list(self.exact.get(name, ()))
-        if self.subtree and not name.startswith(":"):
-            prefix = name
-            while True:
-                found.extend(self.subtree.get(prefix, ()))
-                cut = prefix.rfind(".")
-                if cut <= 0:
-                    break
-                prefix = prefix[:cut]
+        if self.subtree:
+            if name.startswith(":"):
+                found.extend(self.subtree.get(UNIQUE_NAMES, ()))
+            else:
+                prefix = name
+                while True:
+                    found.extend(self.subtree.get(prefix, ()))
+                    cut = prefix.rfind(".")
+                    if cut <= 0:
+                        break
+                    prefix = prefix[:cut]
         found.extend(self.any)
         return found
 

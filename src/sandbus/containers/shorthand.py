@@ -6,6 +6,7 @@ add` (containers/cli.py) and `sandbus run` (launcher/options.py)."""
 from .rules import (
     BUS_NAME_IS_SUBTREE,
     CALL_METHODS,
+    EXACT_MEMBER,
     OBJECT_PATH_IS_SUBTREE,
     OWN_BUS_NAME,
     RECEIVE_BROADCASTS,
@@ -53,8 +54,12 @@ def method_rule(spec: str, flag: int):
         iface, dot, member = method.rpartition(".")
         if not dot:
             raise ShorthandError(f"method {method!r} must be interface.method or interface.*")
-        # Allow rules have no member: interface.method grants the interface.
-        interface = iface
+        if member == "*":
+            interface = iface
+        else:
+            # exactly that method or signal, as xdg-dbus-proxy matches it
+            flags |= EXACT_MEMBER
+            interface = method
     return (flags, bus_name, path, interface)
 
 

@@ -11,7 +11,15 @@ connects to the proxy socket) and through the container instance. The
 outcomes -- ("ok", value) or ("error", error name), or a bool for signal
 delivery -- must be equal, except for the entries of EXPECTED_DIFFERENCES,
 which are known xdg-dbus-proxy behaviours; for those the proxy's outcome is
-recorded and sandbus's outcome is asserted exactly."""
+recorded and sandbus's outcome is asserted exactly.
+
+Then the same comparison for ``sandbus-dbus-proxy`` (its native back end: a
+container instance per group) against xdg-dbus-proxy, both started as
+Flatpak starts them (``--fd``, two groups in one process) with Flatpak's
+argument sets: the session bus group (own names, talk, method- and
+path-exact --call and --broadcast rules, the portals) and the a11y group
+(--sloppy-names and exact AT-SPI calls).  docs/flatpak.md lists the
+differences kept on purpose; they are FLATPAK_DIFFERENCES here."""
 
 from __future__ import annotations
 
@@ -25,6 +33,7 @@ from pathlib import Path
 
 import pytest
 from containers_util import SKIP_REFERENCE, ContainerBus
+from dbusproxy_util import SANDBUS_PROXY, ProxyProcess, write_flatpak_info
 from itutil import (
     BUS_IFACE,
     BUS_NAME,
@@ -63,6 +72,32 @@ PROXY_POLICY = ["--filter", f"--talk={NOTIF}", "--own=org.example.App.*"]
 
 SERVER_INFO = ("fake-notifications", "example", "1.0", "1.2")
 
+PORTAL = "org.freedesktop.portal.Example"
+FDS_NAME = "org.example.Fds"
+A11Y = "org.a11y.atspi.Registry"
+A11Y_ROOT = "/org/a11y/atspi/accessible/root"
+A11Y_SOCKET = "org.a11y.atspi.Socket"
+APP = "org.example.App"
+# Flatpak's session-bus group for an app with --own-name=org.example.App.*
+# (implied), --talk-name=org.freedesktop.Notifications and
+# --talk-name=org.example.Fds, plus exact rules for org.example.Other
+# (what --add-policy and portals' rules look like).
+FLATPAK_SESSION_ARGS = [
+    "--filter", f"--own={APP}.*", f"--own=org.mpris.MediaPlayer2.{APP}.*",
+    f"--talk={NOTIF}", f"--talk={FDS_NAME}",
+    f"--call={OTHER}=com.example.Test.Echo@/Test",
+    f"--broadcast={OTHER}=com.example.Test.Broadcast@/Test",
+    "--call=org.freedesktop.portal.*=*",
+    "--broadcast=org.freedesktop.portal.*=@/org/freedesktop/portal/*",
+]
+# Flatpak's a11y group (flatpak-run.c: sloppy names and AT-SPI calls).
+FLATPAK_A11Y_ARGS = [
+    "--filter", "--sloppy-names",
+    f"--call={A11Y}={A11Y_SOCKET}.Embed@{A11Y_ROOT}",
+    f"--call={A11Y}={A11Y_SOCKET}.Unembed@{A11Y_ROOT}",
+    f"--broadcast={A11Y}=org.a11y.atspi.Registry.EventListenerRegistered@/org/a11y/atspi/registry",
+]
+
 
 # -- the world: one bus, two services, a proxy and a container instance -------------------------
 
@@ -81,11 +116,11 @@ class World:
     def _start(self):
         bus = self.bus
 
-        def emitter(iface, path):
+        def emitter(iface, path, member="Broadcast"):
             def emit(msg):
                 svc = self._by_iface[iface]
                 conn = svc.client.conn
-                conn.send(new_signal(DBusAddress(path, interface=iface), "Broadcast", "s", ("hello",)),
+                conn.send(new_signal(DBusAddress(path, interface=iface), member, "s", ("hello",)),
                           serial=next(conn.outgoing_serial))
                 return "", ()
             return emit
@@ -103,6 +138,13 @@ class World:
         self.services.append(other)
         self._by_iface["com.example.Test"] = other
         self.notif_owner = notif.unique_name
+        other.handlers["EmitChanged"] = emitter("com.example.Test", "/Test", "Changed")
+        portal = echo_service(bus.address, PORTAL)
+        self.services.append(portal)
+        self.services.append(Service(bus.address, FDS_NAME, {"Take": lambda m: ("b", (True,))},
+                                     enable_fds=True))
+        self.services.append(Service(bus.address, A11Y, {
+            "Embed": lambda m: ("", ()), "Unembed": lambda m: ("", ()), "GetChildren": lambda m: ("", ())}))
         self.outside = Client(bus.address)
 
         # xdg-dbus-proxy in front of the sandbus bus
@@ -115,6 +157,7 @@ class World:
         self.procs.append(self.proxy)
         wait_until(self._proxy_listening, what="xdg-dbus-proxy listening", interval=0.02)
         self.proxy_address = f"unix:path={self.proxy_socket}"
+        self.addresses = {"proxy": self.proxy_address}
         self.peer_ping_answered = destinationless_ping_answered(bus.address)
 
         # a sandbus container instance with the same policy
@@ -123,6 +166,21 @@ class World:
         self.container = Background(argv, bus.daemon, env=bus.env())
         lines = self.container.wait_for(lambda t: "guid=" in t, what="path and address").splitlines()
         self.container_path, self.container_address = lines[0], lines[1]
+
+        # Flatpak's two groups through xdg-dbus-proxy and sandbus-dbus-proxy
+        info = write_flatpak_info(self.tmp / "flatpak-info", APP)
+        self.flatpak = {}
+        for label, argv0 in (("xdg", [PROXY]), ("native", SANDBUS_PROXY)):
+            session, a11y = self.tmp / f"{label}-session", self.tmp / f"{label}-a11y"
+            for placeholder in (session, a11y):
+                placeholder.write_text("")  # flatpak's mkstemp
+            p = ProxyProcess([*argv0, bus.address, str(session), *FLATPAK_SESSION_ARGS,
+                              bus.address, str(a11y), *FLATPAK_A11Y_ARGS],
+                             env=bus.env(SANDBUS_FLATPAK_INFO=str(info)))
+            self.flatpak[label] = p
+            assert p.ready, f"{label}: {p.stderr_text()}"
+            self.addresses[f"{label}-session"] = f"unix:path={session}"
+            self.addresses[f"{label}-a11y"] = f"unix:path={a11y}"
 
     def _proxy_listening(self):
         if self.proxy.poll() is not None:
@@ -140,11 +198,16 @@ class World:
             s.close()
 
     def address(self, mode):
-        return self.proxy_address if mode == "proxy" else self.container_address
+        return self.container_address if mode == "sandbus" else self.addresses[mode]
+
+    def proxy_pid(self, mode):
+        return self.proxy.pid if mode == "proxy" else self.flatpak["xdg"].proc.pid
 
     def stop(self):
         if getattr(self, "container", None) is not None:
             self.container.stop()
+        for p in getattr(self, "flatpak", {}).values():
+            p.stop()
         for p in self.procs:
             if p.poll() is None:
                 p.terminate()
@@ -259,8 +322,8 @@ OPERATIONS = {
 # operation -> (proxy outcome, sandbus outcome, reason); an outcome may be f(world) -> outcome.
 EXPECTED_DIFFERENCES = {
     "own-unix-process-id": (
-        lambda w: ("ok", (w.proxy.pid,)),
-        lambda w: ("ok", (os.getpid(),)),
+        lambda w, mode: ("ok", (w.proxy_pid(mode),)),
+        lambda w, mode: ("ok", (os.getpid(),)),
         ("the bus only sees the proxy's own connection, so it reports the proxy's pid; "
         "a container connection is the client's own")),
     "request-name-nope": (
@@ -295,13 +358,13 @@ def destinationless_ping_answered(address, timeout=1.0) -> bool:
         return r.header.message_type == MessageType.method_return
 
 
-def _resolve(outcome, world):
-    return outcome(world) if callable(outcome) else outcome
+def _resolve(outcome, world, mode):
+    return outcome(world, mode) if callable(outcome) else outcome
 
 
-def _run(world, mode, op):
-    with Client(world.address(mode)) as client:
-        return OPERATIONS[op](world, client), client
+def _run(world, mode, op, operations=OPERATIONS):
+    with Client(world.address(mode), enable_fds=op in NEEDS_FDS) as client:
+        return operations[op](world, client), client
 
 
 @pytest.mark.parametrize("op", sorted(OPERATIONS))
@@ -312,8 +375,8 @@ def test_same_confinement_as_xdg_dbus_proxy(world, op):
     assert world.proxy.poll() is None, "xdg-dbus-proxy died"
     if op in EXPECTED_DIFFERENCES:
         want_proxy, want_sandbus, reason = EXPECTED_DIFFERENCES[op]
-        assert proxy_outcome == _resolve(want_proxy, world), (reason, proxy_outcome)
-        assert sandbus_outcome == _resolve(want_sandbus, world), (reason, sandbus_outcome)
+        assert proxy_outcome == _resolve(want_proxy, world, "proxy"), (reason, proxy_outcome)
+        assert sandbus_outcome == _resolve(want_sandbus, world, "sandbus"), (reason, sandbus_outcome)
     else:
         assert sandbus_outcome == proxy_outcome, {"proxy": proxy_outcome, "sandbus": sandbus_outcome}
 
@@ -337,3 +400,116 @@ def test_bus_answers_destinationless_peer_methods(world):
         r = c.call_msg(_peer_call_without_destination("GetMachineId"), timeout=2)
         assert r.header.message_type == MessageType.method_return
         assert r.body == c.call(BUS_NAME, BUS_PATH, PEER, "GetMachineId")
+
+
+# -- sandbus-dbus-proxy (native back end) against xdg-dbus-proxy, Flatpak's argument sets ---------
+
+
+def _sync_any(client):
+    # a round trip through the bus in every group (the proxy answers hidden names itself)
+    assert _driver(client, "NameHasOwner", "s", BUS_NAME) == ("ok", (True,))
+
+
+def _signal_member(world, client, iface, member, emit):
+    client.add_match(f"type='signal',interface='{iface}'")
+    world.outside.call(OTHER, "/Test", iface, emit)
+    _sync_any(client)
+    return any(is_signal(m, member, interface=iface) for m in client.inbox)
+
+
+def _name_owner_changes(world, client):
+    """Which well-known names' NameOwnerChanged reach the client while
+    someone outside takes and drops a visible and a hidden name."""
+    client.add_match("type='signal',member='NameOwnerChanged'")
+    with Client(world.bus.address) as other:
+        for name in ("org.freedesktop.portal.Extra", "org.example.Hidden"):
+            assert other.bus("RequestName", "su", name, DO_NOT_QUEUE) == (1,)
+            assert other.bus("ReleaseName", "s", name) == (1,)
+    _sync_any(client)
+    return sorted({m.body[0] for m in client.inbox if is_signal(m, "NameOwnerChanged")
+                   and not m.body[0].startswith(":")})
+
+
+def _unique_name_changes(world, client):
+    """Does a connection coming and going show up as NameOwnerChanged?"""
+    client.add_match("type='signal',member='NameOwnerChanged'")
+    with Client(world.bus.address) as other:
+        unique = other.unique_name
+    _sync_any(client)
+    return any(is_signal(m, "NameOwnerChanged") and m.body[0] == unique for m in client.inbox)
+
+
+def _pass_fd(world, client):
+    r, w = os.pipe()
+    try:
+        return _outcome(client, FDS_NAME, "/", FDS_NAME, "Take", "h", (r,))
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def _eavesdrop(world, client, rule):
+    return _driver(client, "AddMatch", "s", rule)
+
+
+SESSION_OPERATIONS = {
+    **OPERATIONS,
+    "call-other-exact": lambda w, c: _outcome(c, OTHER, "/Test", "com.example.Test", "Echo", "s", ("x",)),
+    "call-other-other-member": lambda w, c: _outcome(c, OTHER, "/Test", "com.example.Test", "Add", "ii", (1, 2)),
+    "call-other-other-path": lambda w, c: _outcome(c, OTHER, "/Else", "com.example.Test", "Echo", "s", ("x",)),
+    "call-other-no-interface": lambda w, c: _outcome(c, OTHER, "/Test", None, "Echo", "s", ("x",)),
+    "signal-other-exact": lambda w, c: _signal_member(w, c, "com.example.Test", "Broadcast", "Emit"),
+    "signal-other-other-member": lambda w, c: _signal_member(w, c, "com.example.Test", "Changed", "EmitChanged"),
+    "call-portal": lambda w, c: _outcome(c, PORTAL, "/Test", "com.example.Test", "Echo", "s", ("p",)),
+    "name-has-owner-portal": lambda w, c: _driver(c, "NameHasOwner", "s", PORTAL),
+    "name-owner-changed": _name_owner_changes,
+    "unique-name-changes": _unique_name_changes,
+    "request-name-mpris": lambda w, c: _request_and_release(w, c, f"org.mpris.MediaPlayer2.{APP}.x"),
+    "request-name-app": lambda w, c: _request_and_release(w, c, APP),
+    "pass-fd": _pass_fd,
+    "eavesdrop": lambda w, c: _eavesdrop(w, c, "eavesdrop=true,type='method_call'"),
+}
+A11Y_OPERATIONS = {
+    "embed": lambda w, c: _outcome(c, A11Y, A11Y_ROOT, A11Y_SOCKET, "Embed"),
+    "unembed": lambda w, c: _outcome(c, A11Y, A11Y_ROOT, A11Y_SOCKET, "Unembed"),
+    "get-children": lambda w, c: _outcome(c, A11Y, A11Y_ROOT, A11Y_SOCKET, "GetChildren"),
+    "embed-elsewhere": lambda w, c: _outcome(c, A11Y, "/elsewhere", A11Y_SOCKET, "Embed"),
+    "name-has-owner-registry": lambda w, c: _driver(c, "NameHasOwner", "s", A11Y),
+    "name-has-owner-notifications": lambda w, c: _driver(c, "NameHasOwner", "s", NOTIF),
+    "unique-name-changes": _unique_name_changes,
+    "name-owner-changed": _name_owner_changes,
+    "list-names": _list_names,
+    "call-notifications": lambda w, c: _outcome(c, NOTIF, NOTIF_PATH, NOTIF, "GetServerInformation"),
+}
+NEEDS_FDS = {"pass-fd"}
+
+# Differences of sandbus-dbus-proxy from xdg-dbus-proxy kept on purpose
+# (docs/flatpak.md): (group, operation) -> (xdg-dbus-proxy's outcome, ours, reason).
+FLATPAK_DIFFERENCES = {
+    **{("session", op): d for op, d in EXPECTED_DIFFERENCES.items()},
+}
+
+
+@pytest.mark.parametrize("group,op", [("session", op) for op in sorted(SESSION_OPERATIONS)]
+                         + [("a11y", op) for op in sorted(A11Y_OPERATIONS)])
+def test_sandbus_dbus_proxy_same_as_xdg_dbus_proxy(world, group, op):
+    operations = SESSION_OPERATIONS if group == "session" else A11Y_OPERATIONS
+    theirs, _ = _run(world, f"xdg-{group}", op, operations)
+    ours, _ = _run(world, f"native-{group}", op, operations)
+    assert world.flatpak["xdg"].proc.poll() is None, "xdg-dbus-proxy died"
+    assert world.flatpak["native"].proc.poll() is None, "sandbus-dbus-proxy died"
+    if (group, op) in FLATPAK_DIFFERENCES:
+        want_theirs, want_ours, reason = FLATPAK_DIFFERENCES[(group, op)]
+        assert theirs == _resolve(want_theirs, world, f"xdg-{group}"), (reason, theirs)
+        assert ours == _resolve(want_ours, world, f"native-{group}"), (reason, ours)
+    else:
+        assert ours == theirs, {"xdg-dbus-proxy": theirs, "sandbus-dbus-proxy": ours}
+
+
+def test_sandbus_dbus_proxy_puts_nothing_in_between(world):
+    """The native back end's client is on the bus itself, in an org.flatpak instance."""
+    with Client(world.address("native-session")) as c:
+        assert _driver(c, "GetConnectionUnixProcessID", "s", c.unique_name) == ("ok", (os.getpid(),))
+        path, _creds, ctype, name, metadata = world.outside.call(
+            BUS_NAME, BUS_PATH, "org.freedesktop.DBus.Containers1", "GetConnectionInstance", "s", (c.unique_name,))
+        assert (ctype, name) == ("org.flatpak", APP)

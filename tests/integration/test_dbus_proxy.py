@@ -278,3 +278,41 @@ def _error(reply):
     if reply.header.message_type != MessageType.error:
         return None
     return reply.header.fields.get(HeaderFields.error_name)
+
+
+@pytest.mark.skipif(PROXY_BIN is None, reason="xdg-dbus-proxy is not installed")
+def test_a_bus_without_containers1_goes_through_xdg_dbus_proxy(tmp_path):
+    """dbus-daemon has no Containers1: the group is proxied by xdg-dbus-proxy,
+    started by us, ready before our x, gone when --fd hangs up."""
+    dbus_daemon = shutil.which("dbus-daemon")
+    if dbus_daemon is None:
+        pytest.skip("dbus-daemon is not installed")
+    daemon = subprocess.Popen([dbus_daemon, "--session", "--nofork", f"--address=unix:path={tmp_path}/db",
+                               "--print-address=1"], stdout=subprocess.PIPE, text=True)
+    try:
+        address = daemon.stdout.readline().strip()
+        svc = Service(address, NOTIF, {"Notify": lambda m: ("u", (7,))})
+        other = Service(address, "org.example.Other", {})
+        sock = tmp_path / "proxied"
+        p = sandbus_proxy([address, str(sock), "--filter", f"--talk={NOTIF}"])
+        try:
+            assert p.ready, p.stderr_text()
+            with Client(f"unix:path={sock}") as app:
+                assert app.call(NOTIF, NOTIF_PATH, NOTIF, "Notify") == (7,)
+                assert app.bus("NameHasOwner", "s", "org.example.Other") == (False,)
+                # proxied: the bus sees xdg-dbus-proxy's connection, not ours
+                pid = app.bus("GetConnectionUnixProcessID", "s", app.unique_name)[0]
+                assert pid not in (os.getpid(), p.proc.pid)
+                assert "xdg-dbus-proxy" in open(f"/proc/{pid}/cmdline", "rb").read().decode()
+            p.close_sync()
+            assert p.wait() == 0
+            wait_until(lambda: not os.path.exists(f"/proc/{pid}") or
+                       open(f"/proc/{pid}/stat").read().split()[2] == "Z", what="xdg-dbus-proxy gone")
+        finally:
+            p.stop()
+            svc.stop()
+            other.stop()
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=10)
+        daemon.stdout.close()

@@ -9,7 +9,13 @@ directly, and the bus knows its instance and its own pid."""
 import os
 import socket
 
-from ..containers.rules import BUS_NAME_IS_SUBTREE, OBJECT_PATH_IS_SUBTREE, UNIQUE_NAMES
+from ..containers.rules import (
+    BUS_NAME_IS_SUBTREE,
+    CALL_METHODS,
+    OBJECT_PATH_IS_SUBTREE,
+    SEND_UNIX_FDS,
+    UNIQUE_NAMES,
+)
 from ..containers.shorthand import ShorthandError, compile_rules
 from ..io.client import BUS_NAME, BUS_PATH, BusError, Client, ClientError
 from ..wire.marshal import Variant
@@ -28,12 +34,15 @@ class GroupError(Exception):
 
 
 def allow_rules(group) -> list:
-    """The Allow rules of a --filter group, in the order given."""
+    """The Allow rules of a --filter group, in the order given.  xdg-dbus-proxy
+    passes fds wherever a call may go (portals take them: OpenFile, Print...),
+    so every rule that allows calls allows fds too."""
     try:
         rules = compile_rules(see=group.see, talk=group.talk, own=group.own, call=group.call,
                               broadcast=group.broadcast)
     except ShorthandError as e:
         raise GroupError(str(e)) from None
+    rules = [(f | SEND_UNIX_FDS if f & CALL_METHODS else f, n, p, i) for f, n, p, i in rules]
     if group.sloppy_names:
         rules.append(SLOPPY_NAMES_RULE)
     return rules

@@ -5,7 +5,6 @@ a service reads [Application] name, [Instance] instance-id, the runtime
 and the [Context] / [Session Bus Policy] permissions from
 GetConnectionInstance as it would from the file."""
 
-import configparser
 import os
 
 from ..wire.marshal import Variant
@@ -24,15 +23,23 @@ def info_path() -> str:
 
 
 def parse(text: str) -> dict:
-    """{section: {key: value}} of a GKeyFile-style text (keys kept as written)."""
-    parser = configparser.ConfigParser(interpolation=None, strict=False, delimiters=("=",),
-                                       comment_prefixes=("#",), default_section="\0none")
-    parser.optionxform = str
-    try:
-        parser.read_string(text)
-    except configparser.Error as e:
-        raise FlatpakInfoError(f"cannot parse {info_path()}: {e}".splitlines()[0]) from None
-    return {s: dict(parser.items(s, raw=True)) for s in parser.sections()}
+    """{section: {key: value}} of a GKeyFile text: [Section] headers, KEY=VALUE
+    lines (spaces around = dropped), # comments.  Keys are kept as written
+    (with their [locale] suffix, if any); a repeated key keeps its last value."""
+    sections = {}
+    current = None
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        key, eq, value = line.partition("=")
+        if not eq or current is None or not key.strip():
+            raise FlatpakInfoError(f"{info_path()} line {number} is not KEY=VALUE in a [section]: {raw!r}")
+        current[key.strip()] = value.strip()
+    return sections
 
 
 def app_id(sections: dict) -> str:

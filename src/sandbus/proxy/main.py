@@ -13,9 +13,7 @@ any failure: one line on stderr, exit 1, and --fd is closed without `x`
 
 import os
 import select
-import shutil
 import signal
-import subprocess
 import sys
 
 from . import cmdline, flatpak_info
@@ -35,6 +33,7 @@ def _say(text: str) -> None:
 
 
 def _find_delegate():
+    import shutil  # here: Flatpak waits for our start-up, and most runs need no delegate
     path = os.environ.get(DELEGATE_VARIABLE) or shutil.which("xdg-dbus-proxy")
     if not path:
         return None
@@ -57,6 +56,7 @@ class Delegate:
         self.ready_r = None
 
     def start(self) -> None:
+        import subprocess
         binary = _find_delegate()
         if binary is None:
             names = ", ".join(g.address for g in self.groups)
@@ -67,7 +67,9 @@ class Delegate:
         for g in self.groups:
             argv += g.argv()
         try:
-            self.proc = subprocess.Popen(argv, pass_fds=(w,), stdin=subprocess.DEVNULL)
+            # stdin stays ours: in Flatpak's proxy sandbox /dev is read-only,
+            # so /dev/null cannot be opened for it
+            self.proc = subprocess.Popen(argv, pass_fds=(w,))
         except OSError as e:
             os.close(r)
             raise ProxyError(f"cannot run {binary}: {e.strerror}") from None
@@ -81,6 +83,7 @@ class Delegate:
                              + ", ".join(g.address for g in self.groups))
 
     def stop(self) -> None:
+        import subprocess
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:

@@ -48,7 +48,7 @@ def _libraries(binary: str) -> list:
 
 
 class FlatpakWorld:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, python: str = sys.executable):
         self.root = root
         self.env = dict(os.environ)
         self.env.update({
@@ -65,7 +65,7 @@ class FlatpakWorld:
         (root / "run").mkdir(mode=0o700)
         # sandbus-dbus-proxy from this tree, wherever Flatpak's proxy sandbox starts it
         self.sandbus_proxy = root / "sandbus-dbus-proxy"
-        self.sandbus_proxy.write_text(f"#!/bin/sh\nexec {sys.executable} -m sandbus.proxy \"$@\"\n")
+        self.sandbus_proxy.write_text(f"#!/bin/sh\nexec {python} -m sandbus.proxy \"$@\"\n")
         self.sandbus_proxy.chmod(0o755)
 
     def flatpak(self, *args, check=True, timeout=60, env=None):

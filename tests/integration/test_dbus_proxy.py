@@ -227,6 +227,11 @@ def test_unreachable_address(tmp_path):
            "Failed to connect to bus", "nobus")
 
 
+def test_malformed_address(tmp_path):
+    _fails(sandbus_proxy(["nonsense", str(tmp_path / "s"), "--filter"]), "Failed to connect to bus nonsense")
+    _fails(sandbus_proxy(["tcp:host=localhost,port=1", str(tmp_path / "s")]), "Failed to connect to bus")
+
+
 def test_bus_that_refuses_add_server(info, tmp_path):
     b = ContainerBus('<limit name="max_containers">0</limit>')
     try:

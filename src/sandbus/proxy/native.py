@@ -51,7 +51,7 @@ def allow_rules(group) -> list:
 def connect(address: str, timeout: float = 10.0) -> Client:
     try:
         return Client(address, timeout=timeout)
-    except (ClientError, OSError) as e:
+    except (ClientError, OSError, ValueError) as e:  # ValueError: wire.address.AddressError
         raise GroupError(f"Failed to connect to bus {address}: {e}") from None
 
 

@@ -138,6 +138,7 @@ class World:
         self.services.append(other)
         self._by_iface["com.example.Test"] = other
         self.notif_owner = notif.unique_name
+        self.other_owner = other.unique_name
         other.handlers["EmitChanged"] = emitter("com.example.Test", "/Test", "Changed")
         portal = echo_service(bus.address, PORTAL)
         self.services.append(portal)
@@ -468,6 +469,8 @@ SESSION_OPERATIONS = {
     "request-name-app": lambda w, c: _request_and_release(w, c, APP),
     "pass-fd": _pass_fd,
     "eavesdrop": lambda w, c: _eavesdrop(w, c, "eavesdrop=true,type='method_call'"),
+    "get-id": lambda w, c: _driver(c, "GetId")[0],
+    "name-has-owner-unique": lambda w, c: _driver(c, "NameHasOwner", "s", w.other_owner),
 }
 A11Y_OPERATIONS = {
     "embed": lambda w, c: _outcome(c, A11Y, A11Y_ROOT, A11Y_SOCKET, "Embed"),
@@ -480,13 +483,25 @@ A11Y_OPERATIONS = {
     "name-owner-changed": _name_owner_changes,
     "list-names": _list_names,
     "call-notifications": lambda w, c: _outcome(c, NOTIF, NOTIF_PATH, NOTIF, "GetServerInformation"),
+    "name-has-owner-unique": lambda w, c: _driver(c, "NameHasOwner", "s", w.other_owner),
+    "get-name-owner-unique": lambda w, c: _driver(c, "GetNameOwner", "s", w.other_owner),
+    "call-unique": lambda w, c: _outcome(c, w.other_owner, "/Test", "com.example.Test", "Echo", "s", ("u",)),
 }
 NEEDS_FDS = {"pass-fd"}
 
 # Differences of sandbus-dbus-proxy from xdg-dbus-proxy kept on purpose
 # (docs/flatpak.md): (group, operation) -> (xdg-dbus-proxy's outcome, ours, reason).
+SLOPPY = ("xdg-dbus-proxy's --sloppy-names only lets NameOwnerChanged of unique names through, while "
+          "lookups still say they do not exist; sandbus makes every unique name visible (SEE), so the "
+          "app is never told a name exists and then that it does not")
 FLATPAK_DIFFERENCES = {
     **{("session", op): d for op, d in EXPECTED_DIFFERENCES.items()},
+    ("session", "get-id"): ("ok", "error", "the bus id is denied to contained connections (docs/containers.md)"),
+    ("a11y", "name-has-owner-unique"): (("ok", (False,)), ("ok", (True,)), SLOPPY),
+    ("a11y", "get-name-owner-unique"): (("error", NAME_HAS_NO_OWNER),
+                                         lambda w, mode: ("ok", (w.other_owner,)), SLOPPY),
+    ("a11y", "call-unique"): (("error", NAME_HAS_NO_OWNER), ("error", ACCESS_DENIED),
+                              SLOPPY + "; a visible name the app may not call is AccessDenied"),
 }
 
 

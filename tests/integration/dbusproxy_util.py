@@ -4,11 +4,15 @@ without it on failure, and exit once the read end is closed."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
+import shutil
 import subprocess
 import sys
 import time
+
+import pytest
 
 SANDBUS_PROXY = [sys.executable, "-m", "sandbus.proxy"]
 
@@ -74,3 +78,21 @@ def write_flatpak_info(path, app_id="org.example.App", instance_id="1234567890")
         "[Session Bus Policy]\n"
         "org.freedesktop.Notifications=talk\n")
     return path
+
+
+@contextlib.contextmanager
+def dbus_daemon(tmp_path, config=None):
+    """A plain dbus-daemon session bus (no Containers1); its address.
+    With config (a file), that configuration instead of session.conf."""
+    binary = shutil.which("dbus-daemon")
+    if binary is None:
+        pytest.skip("dbus-daemon is not installed")
+    conf = [f"--config-file={config}"] if config else ["--session"]
+    proc = subprocess.Popen([binary, *conf, "--nofork", f"--address=unix:path={tmp_path}/dbus-daemon-bus",
+                             "--print-address=1"], stdout=subprocess.PIPE, text=True)
+    try:
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        proc.stdout.close()

@@ -10,8 +10,8 @@ import shutil
 import subprocess
 
 import pytest
-from containers_util import CIFACE, SKIP_REFERENCE, ContainerBus, ccall
-from dbusproxy_util import SANDBUS_PROXY, ProxyProcess, sandbus_proxy, write_flatpak_info
+from containers_util import SKIP_REFERENCE, ContainerBus, ccall
+from dbusproxy_util import SANDBUS_PROXY, ProxyProcess, dbus_daemon, sandbus_proxy, write_flatpak_info
 from itutil import BUS_NAME, BUS_PATH, Client, Service, wait_until
 
 pytestmark = [SKIP_REFERENCE]
@@ -254,20 +254,10 @@ def test_a_later_group_failing_takes_the_earlier_ones_down(bus, info, tmp_path):
 def test_a_bus_without_containers1_and_no_xdg_dbus_proxy(tmp_path):
     """Without Containers1 the group goes to xdg-dbus-proxy; when there is
     none, that is said in one line."""
-    dbus_daemon = shutil.which("dbus-daemon")
-    if dbus_daemon is None:
-        pytest.skip("dbus-daemon is not installed")
-    proc = subprocess.Popen([dbus_daemon, "--session", "--nofork", f"--address=unix:path={tmp_path}/db",
-                             "--print-address=1"], stdout=subprocess.PIPE, text=True)
-    try:
-        address = proc.stdout.readline().strip()
+    with dbus_daemon(tmp_path) as address:
         _fails(sandbus_proxy([address, str(tmp_path / "s"), "--filter"],
                              env=dict(os.environ, SANDBUS_XDG_DBUS_PROXY="", PATH="/nonexistent")),
                "no Containers1")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        proc.stdout.close()
 
 
 # -- helpers ------------------------------------------------------------------------------------------
@@ -289,13 +279,7 @@ def _error(reply):
 def test_a_bus_without_containers1_goes_through_xdg_dbus_proxy(tmp_path):
     """dbus-daemon has no Containers1: the group is proxied by xdg-dbus-proxy,
     started by us, ready before our x, gone when --fd hangs up."""
-    dbus_daemon = shutil.which("dbus-daemon")
-    if dbus_daemon is None:
-        pytest.skip("dbus-daemon is not installed")
-    daemon = subprocess.Popen([dbus_daemon, "--session", "--nofork", f"--address=unix:path={tmp_path}/db",
-                               "--print-address=1"], stdout=subprocess.PIPE, text=True)
-    try:
-        address = daemon.stdout.readline().strip()
+    with dbus_daemon(tmp_path) as address:
         svc = Service(address, NOTIF, {"Notify": lambda m: ("u", (7,))})
         other = Service(address, "org.example.Other", {})
         sock = tmp_path / "proxied"
@@ -317,7 +301,3 @@ def test_a_bus_without_containers1_goes_through_xdg_dbus_proxy(tmp_path):
             p.stop()
             svc.stop()
             other.stop()
-    finally:
-        daemon.terminate()
-        daemon.wait(timeout=10)
-        daemon.stdout.close()

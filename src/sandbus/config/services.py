@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 
+from ..keyfile import KeyFileError, parse_key_file
 from ..wire.names import is_valid_bus_name
 
 log = logging.getLogger("sandbus.activation")
@@ -14,31 +15,13 @@ log = logging.getLogger("sandbus.activation")
 SERVICE_SECTION = "D-BUS Service"
 
 
-class ServiceFileError(ValueError):
+class ServiceFileError(KeyFileError):
     pass
 
 
 def parse_desktop_file(text: str) -> dict:
     """{section: {key: value}} of a desktop-entry style file."""
-    sections = {}
-    current = None
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("["):
-            if not line.endswith("]") or len(line) < 3:
-                raise ServiceFileError(f"invalid section header at line {lineno}")
-            current = sections.setdefault(line[1:-1], {})
-            continue
-        if current is None:
-            raise ServiceFileError(f"key outside any section at line {lineno}")
-        key, sep, value = line.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ServiceFileError(f"invalid line {lineno}: {raw!r}")
-        current[key] = value.strip()
-    return sections
+    return parse_key_file(text, ServiceFileError)
 
 
 class ServiceEntry:

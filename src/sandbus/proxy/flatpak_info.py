@@ -7,6 +7,7 @@ GetConnectionInstance as it would from the file."""
 
 import os
 
+from ..keyfile import KeyFileError, parse_key_file
 from ..wire.marshal import Variant
 
 DEFAULT_PATH = "/.flatpak-info"
@@ -23,23 +24,11 @@ def info_path() -> str:
 
 
 def parse(text: str) -> dict:
-    """{section: {key: value}} of a GKeyFile text: [Section] headers, KEY=VALUE
-    lines (spaces around = dropped), # comments.  Keys are kept as written
-    (with their [locale] suffix, if any); a repeated key keeps its last value."""
-    sections = {}
-    current = None
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            current = sections.setdefault(line[1:-1], {})
-            continue
-        key, eq, value = line.partition("=")
-        if not eq or current is None or not key.strip():
-            raise FlatpakInfoError(f"{info_path()} line {number} is not KEY=VALUE in a [section]: {raw!r}")
-        current[key.strip()] = value.strip()
-    return sections
+    """{section: {key: value}} of the info file (keys as written)."""
+    try:
+        return parse_key_file(text)
+    except KeyFileError as e:
+        raise FlatpakInfoError(f"cannot parse {info_path()}: {e}") from None
 
 
 def app_id(sections: dict) -> str:

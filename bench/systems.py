@@ -370,6 +370,64 @@ class SandbusCompiled(Sandbus):
         return compiled.daemon_env()
 
 
-ALL = [DbusDaemon, Sandbus, DbusBroker, XdgDbusProxy, SandbusContained, SandbusCompiled]
+def _start_sandbus_dbus_proxy(system, upstream):
+    """sandbus-dbus-proxy as Flatpak starts it (--fd, one --filter group
+    that talks to the workloads' names); its socket's address."""
+    sock = system.path("flatpak-proxy")
+    r, w = os.pipe()
+    argv = [sys.executable, "-m", "sandbus.proxy", "--fd=%d" % w, upstream, sock, "--filter"]
+    argv += ["--talk=%s" % n for n in TALK_NAMES]
+    proc = system.spawn(argv, "flatpak-proxy.log", pass_fds=(w,), stdout=subprocess.DEVNULL)
+    os.close(w)
+    try:
+        ready, _, _ = select.select([r], [], [], START_TIMEOUT)
+        got = os.read(r, 1) if ready else b""
+    finally:
+        system.sync_fd = r  # held open while the system runs: closing it stops the proxy
+    if got != b"x":
+        raise Unavailable("sandbus-dbus-proxy was not ready: %s" % _stderr_tail(system.path("flatpak-proxy.log")))
+    return proc, "unix:path=" + sock
+
+
+class FlatpakNative(SandbusContained):
+    name = "flatpak-native"
+    description = ("sandbus; clients connect to the org.flatpak instance sandbus-dbus-proxy "
+                   "makes for --filter --talk (no proxy in between)")
+
+    def _start(self):
+        Sandbus._start(self)
+        proc, self.client_address = _start_sandbus_dbus_proxy(self, self.service_address)
+        # the clients' connections are the bus's; the proxy process only holds the instance
+        self.broker_pids = self.broker_pids + [proc.pid]
+
+    def stop(self):
+        if getattr(self, "sync_fd", None) is not None:
+            os.close(self.sync_fd)
+            self.sync_fd = None
+        super().stop()
+
+
+class FlatpakProxy(DbusDaemon):
+    name = "flatpak-proxy"
+    description = ("dbus-daemon; clients connect through sandbus-dbus-proxy, which hands a bus "
+                   "without Containers1 to xdg-dbus-proxy")
+
+    def _start(self):
+        if not shutil.which("xdg-dbus-proxy"):
+            raise Unavailable("xdg-dbus-proxy is not on PATH")
+        super()._start()
+        proc, self.client_address = _start_sandbus_dbus_proxy(self, self.service_address)
+        # its xdg-dbus-proxy child does the proxying: both are counted
+        self.broker_pids = self.broker_pids + [proc.pid] + procstat.descendants(proc.pid)
+
+    def stop(self):
+        if getattr(self, "sync_fd", None) is not None:
+            os.close(self.sync_fd)
+            self.sync_fd = None
+        super().stop()
+
+
+ALL = [DbusDaemon, Sandbus, DbusBroker, XdgDbusProxy, SandbusContained, SandbusCompiled, FlatpakNative,
+       FlatpakProxy]
 BY_NAME = {cls.name: cls for cls in ALL}
 BASELINE = DbusDaemon.name

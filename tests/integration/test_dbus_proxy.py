@@ -175,6 +175,21 @@ def test_log_turns_on_the_denial_log(bus, info, tmp_path):
         loud_svc.stop()
 
 
+def test_the_bus_going_away_ends_the_proxy(info, tmp_path):
+    b = ContainerBus()
+    try:
+        p, _address = _start(b, info, tmp_path, "--filter")
+        assert p.ready, p.stderr_text()
+    finally:
+        b.stop(check=False)
+    try:
+        assert p.wait() == 1
+        err = p.stderr_text().strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("sandbus-dbus-proxy: lost the bus at"), err
+    finally:
+        p.stop()
+
+
 def test_help_and_version_match_xdg_dbus_proxy():
     out = subprocess.run([*SANDBUS_PROXY, "--help"], capture_output=True, text=True, timeout=10)
     assert out.returncode == 0 and "--call=NAME=RULE" in out.stdout and "--sloppy-names" in out.stdout

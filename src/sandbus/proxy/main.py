@@ -16,6 +16,8 @@ import select
 import signal
 import sys
 
+from ..io.client import ClientError
+from ..io.fds import close_fds
 from . import cmdline, flatpak_info
 from .native import GroupError, NativeGroup, connect, has_native_support
 
@@ -139,8 +141,8 @@ class Proxy:
                     return 0
                 n = by_fd[fd]
                 try:
-                    n.client.read_message(timeout=5)
-                except Exception as e:  # the bus went away: so did the app's connections
+                    close_fds(n.client.read_message(timeout=5).fds)
+                except (ClientError, OSError) as e:  # the bus went away: so did the app's connections
                     _say(f"lost the bus at {n.group.address}: {e}")
                     n.path = None
                     return 1

@@ -282,6 +282,8 @@ def test_flatpak_args_and_allow_format():
     assert rule_to_flatpak((CALL | BROADCASTS | PATH_SUBTREE | NAME_SUBTREE, "org.t", "/", "")) == \
         ["--talk=org.t.*"]
     assert rule_to_flatpak((CALL | PATH_SUBTREE, "org.t", "/a", "org.t.I")) == ["--call=org.t=org.t.I.*@/a/*"]
+    assert rule_to_flatpak((CALL | EXACT, "org.t", "/a", "org.t.I.Get")) == ["--call=org.t=org.t.I.Get@/a"]
+    assert rule_to_flatpak((NAME_SUBTREE | PATH_SUBTREE, ":", "/", "")) == ["--sloppy-names"]
 
 
 # -- property: the learned rules allow exactly the observations, and each is needed ----------------

@@ -3,8 +3,8 @@ and LogDenials, through Bus.receive without sockets."""
 
 import logging
 
-from corehelpers import ERR, Client
-from test_containers_nesting_rules import _add, _bus, _inside
+from containerhelpers import make_container_bus
+from corehelpers import ERR
 
 from sandbus.containers.rules import (
     BUS_NAME_IS_SUBTREE as NAME_TREE,
@@ -13,23 +13,20 @@ from sandbus.containers.rules import (
     OBJECT_PATH_IS_SUBTREE as PATH_TREE,
     RECEIVE_BROADCASTS as RECV,
 )
-from sandbus.wire.message import ERROR, METHOD_CALL, METHOD_RETURN, SIGNAL
 from sandbus.wire.marshal import Variant
+from sandbus.wire.message import ERROR, METHOD_CALL, METHOD_RETURN, SIGNAL
 
 SVC = "org.example.Svc"
 IFACE = "org.example.Svc.Iface"
 
 
 def _world(rules, **named):
-    bus, mgr = _bus()
-    svc = Client(bus)
-    svc.hello()
+    cb = make_container_bus()
+    svc = cb.client()
     svc.bus_ok("RequestName", "su", (SVC, 4))
-    outside = Client(bus)
-    outside.hello()
-    path = _add(outside, "org.example.App", rules, **named).body()[0]
-    app = _inside(bus, mgr, path)
-    return bus, mgr, svc, app
+    inst = cb.add_server(cb.client(), rules, name="org.example.App", **named)
+    app = cb.join(inst)
+    return cb.bus, cb.manager, svc, app
 
 
 def _call(app, svc, member, path="/obj", interface=IFACE):
@@ -97,7 +94,6 @@ def test_log_denials_false_keeps_denials_out_of_the_log(caplog):
 
 
 def test_supported_access_flags_and_arguments_name_them():
-    bus, mgr = _bus()
-    props = mgr.properties()
+    props = make_container_bus().manager.properties()
     assert props["SupportedAccessFlags"].value["ExactMember"] == EXACT
     assert "LogDenials" in props["SupportedArguments"].value

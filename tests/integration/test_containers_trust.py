@@ -208,7 +208,8 @@ def test_instance_quotas_bound_all_its_connections_together(cbus_factory):
     # a connection that leaves gives back what it held (once the bus saw it leave)
     b_name = b.unique_name
     b.close()
-    c.wait_signal("NameOwnerChanged", body0=b_name)
+    # (c also holds the NameOwnerChanged of b's arrival: wait for its departure)
+    c.wait_for(lambda m: is_signal(m, "NameOwnerChanged", body0=b_name) and m.body[2] == "")
     a.add_match("member='AfterLeave'")
     a.send(new_method_call(addr, "Wait"))
     service.wait_for(lambda m: m.header.fields.get(3) == "Wait")

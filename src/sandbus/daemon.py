@@ -26,6 +26,7 @@ from .io.server import Server, install_signal_handlers, new_event_loop
 from .core.activation import Activation  # service activation
 from .io import socket_activation
 from .io.spawner import Spawner
+from .io.privileges import PrivilegeError, daemon_user, drop_to
 from .io.system_log import JOURNAL_SOCKET, SystemLogHandler  # noqa: F401  (JOURNAL_SOCKET: tests point it elsewhere)
 
 log = logging.getLogger("sandbus.daemon")
@@ -104,9 +105,17 @@ class Daemon:
         self.config = load_configuration(opts)
         self.guid = secrets.token_hex(16)
         bus_type = self.config.bus_type or opts.bus_type or "session"
-        self.policy = Policy(self.config, bus_uid=os.getuid())
+        # <user>: the uid the bus will run as once its sockets are bound; the
+        # policy's default connect rule and the driver's "privileged" checks
+        # are about that uid, as in dbus-daemon (which asks geteuid() later).
+        try:
+            self.run_as = daemon_user(self.config.user)
+        except PrivilegeError as e:
+            raise ConfigError(str(e)) from None
+        self.bus_uid = self.run_as.pw_uid if self.run_as is not None else os.getuid()
+        self.policy = Policy(self.config, bus_uid=self.bus_uid)
         self.settings = BusSettings(self.guid, read_machine_id(), bus_type=bus_type,
-                                    limits=self.config.limits, bus_uid=os.getuid(), bus_pid=os.getpid())
+                                    limits=self.config.limits, bus_uid=self.bus_uid, bus_pid=os.getpid())
         self.bus = Bus(self.settings, release_fds=close_fds)
         # The bus's mediators: the containers' access rules, then the XML policy.
         self.containers = ContainerManager(self.bus)
@@ -116,13 +125,14 @@ class Daemon:
         self.loop = new_event_loop()
         self.server = Server(self.bus, self.loop, uid_allowed=self._uid_allowed,
                              allow_anonymous=self.config.allow_anonymous)
-        self.server.auth_settings = auth_settings(self.config)
+        self.server.auth_settings = auth_settings(self.config, self.bus_uid)
         self.containers.sockets = ContainerSockets(self.server)
         # service activation: .service files, spawning, --systemd-activation
         self.spawner = Spawner(self.loop)
         self.settings.activation = Activation(self.bus, ServiceCache.loaded(self.config.servicedirs),
                                               self.spawner, systemd_activation=opts.systemd_activation,
-                                              environ=os.environ, dup_fds=dup_fds)
+                                              environ=os.environ, dup_fds=dup_fds,
+                                              servicehelper=self.config.servicehelper)
         self.stop_event = None
         self.pidfile = None
         self._uid_cache = {}
@@ -148,7 +158,7 @@ class Daemon:
         """ReloadConfig / SIGHUP: a broken file keeps the old configuration."""
         try:
             config = load_configuration(self.opts)
-            policy = Policy(config, bus_uid=os.getuid())
+            policy = Policy(config, bus_uid=self.bus_uid)
         except (ConfigError, OSError) as e:
             log.error("keeping the old configuration: %s", e)
             raise
@@ -156,7 +166,7 @@ class Daemon:
         self.policy = policy
         self._uid_cache = {}
         try:
-            self.server.auth_settings = auth_settings(config)
+            self.server.auth_settings = auth_settings(config, self.bus_uid)
         except ConfigError as e:
             log.error("keeping the old authentication mechanisms: %s", e)
         self.server.allow_anonymous = config.allow_anonymous
@@ -165,6 +175,7 @@ class Daemon:
         self.policy_mediator = mediator
         self.settings.limits = self.bus.limits = config.limits
         self.server.apply_limits()
+        self.settings.activation.servicehelper = config.servicehelper
         self.settings.activation.reload(ServiceCache.loaded(config.servicedirs))  # ActivatableServicesChanged
         log.info("configuration reloaded")
 
@@ -205,6 +216,11 @@ class Daemon:
         install_signal_handlers(self.loop, self.stop_event.set, self._sighup)
         self.loop.call_soon(signal.pthread_sigmask, signal.SIG_UNBLOCK, held)
         self._write_pidfile()
+        # After the sockets and the pidfile (root's /run/dbus), before the
+        # first client is served.
+        if self.run_as is not None:
+            drop_to(self.run_as)
+            log.info("now running as %s (uid %d)", self.run_as.pw_name, self.run_as.pw_uid)
         self._announce(address)
         _notify_systemd("READY=1")
         try:
@@ -259,14 +275,14 @@ class Daemon:
         self.loop.call_soon(lambda: (os.write(w, b"x"), os.close(w)))
 
 
-def auth_settings(config) -> AuthSettings:
+def auth_settings(config, bus_uid=None) -> AuthSettings:
     """<auth> restricts the mechanisms; naming one sandbus lacks is an
     error at startup, as in dbus-daemon."""
     for mech in config.auth:
         if mech not in SUPPORTED_MECHANISMS:
             raise ConfigError(f'Unsupported auth mechanism "{mech}" in bus config file detected. '
                               f'Supported mechanisms are "{", ".join(SUPPORTED_MECHANISMS)}".')
-    return AuthSettings(config.auth or SUPPORTED_MECHANISMS, os.getuid())
+    return AuthSettings(config.auth or SUPPORTED_MECHANISMS, os.getuid() if bus_uid is None else bus_uid)
 
 
 def _raise_fd_limit() -> None:
@@ -314,7 +330,7 @@ def run(opts: DaemonOptions) -> int:
     configure_logging(opts, daemon.config)
     try:
         return daemon.run()
-    except (OSError, ConfigError, ValueError) as e:
+    except (OSError, ConfigError, ValueError, PrivilegeError) as e:
         print(f"sandbus-daemon: Failed to start message bus: {e}", file=sys.stderr)
         return 1
 

@@ -236,6 +236,48 @@ def test_same_exec_fails_together(setup):
     assert c.reply_to(s2).body() == ["Process com.example.Svc exited with status 1"]
 
 
+# -- the system bus's <servicehelper> ---------------------------------------------------------------
+
+HELPER = "/usr/lib/dbus-1.0/dbus-daemon-launch-helper"
+
+
+def test_servicehelper_runs_the_helper_with_the_name(setup):
+    """With <servicehelper>, the bus runs `HELPER NAME` and never the Exec=
+    line nor as the User= itself: the setuid helper reads the file again and
+    switches user (the bus has dropped root by then)."""
+    setup.act.servicehelper = HELPER
+    setup.write("com.example.Sys", extra="User=nobody\n")
+    c = connect(setup.bus)
+    start(c, "com.example.Sys")
+    (child,) = setup.spawner.children
+    assert child.argv == [HELPER, "com.example.Sys"]
+    assert child.user is None
+
+
+def test_servicehelper_needs_a_user(setup):
+    setup.act.servicehelper = HELPER
+    c = connect(setup.bus)
+    assert c.bus_error("StartServiceByName", "su", ("com.example.Svc", 0)) == (
+        ERR + "Spawn.FileInvalid", "Cannot do system-bus activation with no user\n")
+    assert setup.spawner.children == [] and setup.act.pending == {}
+
+
+@pytest.mark.parametrize("status,name,text", [
+    (6, "Spawn.ServiceNotFound", "Bus name not found in system service directory"),
+    (7, "Spawn.PermissionsInvalid", "The permission of the setuid helper is not correct"),
+    (9, "Spawn.ExecFailed", "Cannot launch daemon, file not found or permissions invalid"),
+    (1, "Spawn.ChildExited", "Launch helper exited with unknown return code 1"),
+])
+def test_servicehelper_exit_status_is_translated(setup, status, name, text):
+    setup.act.servicehelper = HELPER
+    setup.write("com.example.Sys", extra="User=nobody\n")
+    c = connect(setup.bus)
+    s = start(c, "com.example.Sys")
+    setup.spawner.children[0].on_exit("exited", status)
+    r = c.reply_to(s)
+    assert (r.error_name, r.body()) == (ERR + name, [text])
+
+
 # -- reload ----------------------------------------------------------------------------------------------
 
 def test_reload_rescans_and_signals(setup):

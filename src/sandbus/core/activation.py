@@ -35,9 +35,33 @@ SPAWN_FORK_FAILED = SPAWN + "ForkFailed"
 SPAWN_CHILD_EXITED = SPAWN + "ChildExited"
 SPAWN_CHILD_SIGNALED = SPAWN + "ChildSignaled"
 SPAWN_SETUP_FAILED = SPAWN + "SetupFailed"
+SPAWN_CONFIG_INVALID = SPAWN + "ConfigInvalid"
+SPAWN_SERVICE_INVALID = SPAWN + "ServiceNotValid"
+SPAWN_PERMISSIONS_INVALID = SPAWN + "PermissionsInvalid"
+SPAWN_FILE_INVALID = SPAWN + "FileInvalid"
 TIMED_OUT = errors.PREFIX + "TimedOut"
 
 START_REPLY_SUCCESS = 1
+
+# What the setuid <servicehelper> (dbus-daemon-launch-helper) means by its
+# exit status, as dbus-daemon 1.14 translates it (bus/activation.c).
+HELPER_EXIT_ERRORS = {
+    2: (errors.NO_MEMORY, "Launcher could not run (out of memory)"),
+    3: (SPAWN_CONFIG_INVALID, "Invalid configuration (missing or empty <user>?)"),
+    4: (SPAWN_SETUP_FAILED, "Failed to setup environment correctly"),
+    5: (SPAWN_SERVICE_INVALID, "Bus name is not valid or missing"),
+    6: (errors.SPAWN_SERVICE_NOT_FOUND, "Bus name not found in system service directory"),
+    7: (SPAWN_PERMISSIONS_INVALID, "The permission of the setuid helper is not correct"),
+    8: (SPAWN_PERMISSIONS_INVALID, "The service file is incorrect or does not have all required attributes"),
+    9: (SPAWN_EXEC_FAILED, "Cannot launch daemon, file not found or permissions invalid"),
+    10: (errors.INVALID_ARGS, "Invalid arguments to command line"),
+    11: (SPAWN_CHILD_SIGNALED, "Launched child was signaled, it probably crashed"),
+}
+
+
+def helper_exit_error(status: int):
+    return HELPER_EXIT_ERRORS.get(status, (SPAWN_CHILD_EXITED,
+                                           f"Launch helper exited with unknown return code {status}"))
 
 # Set for the dbus-daemon itself (by systemd), not for the services it starts.
 _NOT_INHERITED = ("JOURNAL_STREAM", "LISTEN_FDNAMES", "LISTEN_FDS", "LISTEN_PID", "NOTIFY_SOCKET", "INVOCATION_ID")
@@ -79,8 +103,12 @@ class PendingActivation:
 
 class Activation:
     def __init__(self, bus, services, spawner=None, *, systemd_activation: bool = False,
-                 environ=None, address: str = "", dup_fds=None):
+                 environ=None, address: str = "", dup_fds=None, servicehelper: str = None):
         self.bus = bus
+        # The system bus starts services only through the setuid helper
+        # (<servicehelper>), which reads the .service file again itself and
+        # becomes its User=; the bus, no longer root, could not.
+        self.servicehelper = servicehelper
         self.spawner = spawner
         self.systemd_activation = systemd_activation
         self.address = address
@@ -215,13 +243,19 @@ class Activation:
             if entry.systemd_service:
                 self._request_systemd(pending, entry, conn)
                 return
-        argv = parse_exec(entry.exec)
+        user = entry.user
+        if self.servicehelper:
+            if not entry.user:
+                raise DBusError(SPAWN_FILE_INVALID, "Cannot do system-bus activation with no user\n")
+            argv, user = [self.servicehelper, pending.name], None
+        else:
+            argv = parse_exec(entry.exec)
         if self.spawner is None:
             raise DBusError(SPAWN_FORK_FAILED, "Failed to fork (no process spawner)")
         log.info("Activating service name='%s' requested by '%s'", pending.name,
                  conn.unique_name if conn is not None else "(bus)")
         try:
-            pending.child = self.spawner.spawn(pending.name, argv, self.child_environment(), entry.user,
+            pending.child = self.spawner.spawn(pending.name, argv, self.child_environment(), user,
                                                lambda kind, value: self._child_exited(pending, kind, value))
         except OSError as e:
             raise DBusError(SPAWN_FORK_FAILED, f"Failed to fork ({e.strerror or e})")
@@ -282,7 +316,10 @@ class Activation:
         if kind == "exited":
             if value == 0:
                 return  # it may have daemonized: wait for the name or the timeout
-            name, text = SPAWN_CHILD_EXITED, f"Process {pending.name} exited with status {value}"
+            if self.servicehelper:
+                name, text = helper_exit_error(value)
+            else:
+                name, text = SPAWN_CHILD_EXITED, f"Process {pending.name} exited with status {value}"
         elif kind == "signaled":
             name, text = SPAWN_CHILD_SIGNALED, f"Process {pending.name} received signal {value}"
         elif kind == "exec-failed":

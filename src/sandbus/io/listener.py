@@ -1,6 +1,7 @@
 """Listening sockets for D-Bus addresses: unix path/abstract/dir/tmpdir/runtime
 and tcp (nonce-tcp is not supported), and the SASL server each one wants."""
 
+import logging
 import os
 import secrets
 import socket
@@ -35,6 +36,11 @@ class Listener:
                 os.unlink(self.path)
             except FileNotFoundError:
                 pass
+            except OSError as e:
+                # A system bus that dropped root may no longer write the
+                # directory root bound its socket in: not worth failing for.
+                logging.getLogger("sandbus.listener").warning(
+                    "could not remove %s: %s", self.path, e.strerror)
             self.path = None
 
 

@@ -152,8 +152,22 @@ commands:
   run [OPTIONS] -- COMMAND [ARGS]
                                  run COMMAND in a bubblewrap sandbox on its own
                                  container socket (sandbus run --help)
-  container ...                  manage container instances
+  container COMMAND ...          manage container instances on a running bus
+                                 (add, list, info, stop, rules; sandbus container --help)
+  status [--session|--system|--address=A]
+                                 the bus at a glance: connections by uid and by
+                                 container instance, names, match rules, queues,
+                                 recent denials
+  monitor [--session|--system|--address=A] [RULE ...]
+                                 print the bus's traffic, with each sender's
+                                 container instance
+  install --user|--system [--dry-run] [--root DIR]
+                                 make the stock dbus.socket start sandbus
+  uninstall --user|--system [--dry-run] [--root DIR]
+                                 undo install: back to dbus-daemon
   version                        print the version
+
+Each command takes --help.
 """
 
 
@@ -177,6 +191,15 @@ def main(argv=None) -> int:
     if command == "container":
         from .containers.cli import container_main
         return container_main(rest)
+    if command in ("install", "uninstall"):
+        from .install import main as install_main
+        return install_main(command, rest)
+    if command == "status":
+        from .tools.status import main as status_main
+        return status_main(rest)
+    if command == "monitor":
+        from .tools.monitor import main as monitor_main
+        return monitor_main(rest)
     print(f"sandbus: unknown command {command!r}\n{MAIN_USAGE}", file=sys.stderr)
     return 2
 

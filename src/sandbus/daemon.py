@@ -219,6 +219,7 @@ class Daemon:
         # After the sockets and the pidfile (root's /run/dbus), before the
         # first client is served.
         if self.run_as is not None:
+            self._prepare_container_directory()
             drop_to(self.run_as)
             log.info("now running as %s (uid %d)", self.run_as.pw_name, self.run_as.pw_uid)
         self._announce(address)
@@ -228,6 +229,21 @@ class Daemon:
         finally:
             self.shutdown()
         return 0
+
+    def _prepare_container_directory(self) -> None:
+        """The system bus's container sockets go under /run/dbus, which only
+        root may write: make their directory now, owned by the user the bus
+        becomes (io/container_sockets.py insists on that owner)."""
+        directory = ContainerSockets.default_directory(self.settings.bus_type)
+        if not os.path.isdir(os.path.dirname(directory)):
+            return
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            st = os.lstat(directory)
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == 0:
+                os.chown(directory, self.run_as.pw_uid, self.run_as.pw_gid)
+        except OSError as e:
+            log.warning("container sockets will not be available: %s", e)
 
     def _sighup(self) -> None:
         try:

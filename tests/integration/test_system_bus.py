@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from itutil import TIMEOUT, DaemonBus, wait_until
+from itutil import IS_SANDBUS, TIMEOUT, DaemonBus, wait_until
 
 SYSTEM_CONF = Path("/usr/share/dbus-1/system.conf")
 LOGIN1_SNIPPET = Path("/usr/share/dbus-1/system.d/org.freedesktop.login1.conf")
@@ -115,3 +115,23 @@ def test_system_d_snippets_are_loaded(system_bus):
     got = send(system_bus, *args, as_nobody=False)
     assert got.returncode == 0, got.stderr
     assert got.stdout.split()[-1] == "1"  # PRIMARY_OWNER
+
+
+@pytest.mark.skipif(not IS_SANDBUS, reason="Containers1 (Debian's dbus-daemon is built without it)")
+def test_nobody_adds_a_container_after_the_drop(system_bus):
+    """Container sockets live under /run/dbus, which only root may write:
+    the bus makes their directory before it drops root, and then serves an
+    AddServer from an unprivileged user."""
+    import sys
+    if not Path("/run/dbus").is_dir():
+        pytest.skip("no /run/dbus")
+    argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-m",
+            "sandbus.cli", "container", f"--address={system_bus.address}", "add", "--type", "org.example.T",
+            "--name", "n1", "--detach"]
+    got = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT)
+    assert got.returncode == 0, got.stderr
+    path, address = got.stdout.split()
+    assert path.startswith("/org/freedesktop/DBus/Containers1/")
+    sock = Path(address.split("path=", 1)[1].split(",")[0])
+    assert sock.parent == Path("/run/dbus/containers")
+    assert sock.stat().st_uid == pwd.getpwnam("messagebus").pw_uid

@@ -10,6 +10,7 @@ import signal
 import socket
 import stat
 import sys
+import time
 
 from .config import ConfigError, Policy, load_config, load_standard
 from .config.policy import Creds
@@ -120,7 +121,7 @@ class Daemon:
         # The bus's mediators: the containers' access rules, then the XML policy.
         self.containers = ContainerManager(self.bus)
         self.policy_mediator = PolicyEnforcer(self.policy, self.bus)
-        self.bus.set_mediation(Mediation([self.containers.access, self.policy_mediator]))
+        self.bus.set_mediation(Mediation([self.containers.access, self.policy_mediator], clock=time.monotonic))
         self.bus.driver.reload_config = self.reload
         self.loop = new_event_loop()
         self.server = Server(self.bus, self.loop, uid_allowed=self._uid_allowed,

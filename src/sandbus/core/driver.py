@@ -585,6 +585,9 @@ def _get_stats(driver, call):
         "IncompleteConnections": Variant("u", len(bus.connections) - len(bus.peers) - len(bus.monitors)),
         "MatchRules": Variant("u", bus.matches.count),
         "BusNames": Variant("u", len(bus.registry.names()) + len(bus.peers)),
+        # sandbus's own: what its mediators refused (core/mediation.py)
+        "Denials": Variant("u", bus.mediation.denials.total),
+        "DenialsLastMinute": Variant("u", bus.mediation.denials.count()),
     },)
 
 
@@ -599,6 +602,7 @@ def _get_connection_stats(driver, call, name):
         "IncomingFDs": Variant("u", len(target.incoming_fds)),
         "OutgoingBytes": Variant("u", target.sink.queued_bytes),
         "PendingReplies": Variant("u", target.pending_calls),
+        "DenialsLastMinute": Variant("u", driver.bus.mediation.denials.count(target.unique_name)),
     },)
 
 

@@ -22,8 +22,45 @@ so an unrestricted bus pays one attribute test per message and nothing more;
 requested replies only where a mediator judges them (``peer.replies_restricted``).
 """
 
+from collections import deque
+
 from . import errors
 from .errors import DBusError
+
+# How far back `sandbus status` looks, and how many refusals are kept for it:
+# a flood of refusals must not grow the bus's memory.
+DENIAL_WINDOW = 60.0
+DENIAL_LOG_SIZE = 4096
+
+
+class DenialLog:
+    """Recent refusals by any mediator: (time, sender's unique name), for
+    Debug.Stats (core/driver.py) and `sandbus status`.  The clock is the
+    daemon's (core reads none); without one only the total is kept."""
+
+    __slots__ = ("clock", "recent", "total")
+
+    def __init__(self, clock=None):
+        self.clock = clock
+        self.recent = deque(maxlen=DENIAL_LOG_SIZE)
+        self.total = 0
+
+    def record(self, sender) -> None:
+        self.total += 1
+        if self.clock is not None:
+            self.recent.append((self.clock(), sender.unique_name))
+
+    def count(self, unique_name=None, window: float = DENIAL_WINDOW) -> int:
+        """Refusals in the last window seconds (of one sender, or all)."""
+        if self.clock is None:
+            return 0
+        since = self.clock() - window
+        recent = self.recent
+        while recent and recent[0][0] < since:
+            recent.popleft()
+        if unique_name is None:
+            return len(recent)
+        return sum(1 for _, name in recent if name == unique_name)
 
 
 class Denial:
@@ -105,9 +142,10 @@ class Mediation(Mediator):
     its ends; ``peer.replies_restricted`` says whether any of them judges
     requested replies too (the containers' rules never refuse one)."""
 
-    def __init__(self, mediators=()):
+    def __init__(self, mediators=(), clock=None):
         self.mediators = []
         self._asked = {}
+        self.denials = DenialLog(clock)
         for m in mediators:
             self.mediators.append(m)
         self._update()
@@ -156,6 +194,7 @@ class Mediation(Mediator):
         for m in self._asked[mask]:
             verdict = m.unicast(sender, target, msg, requested)
             if verdict is not None:
+                self.denials.record(sender)
                 return verdict
         if not requested and msg.type in (2, 3) and not self.grants_unrequested_replies:
             return DROP
@@ -170,7 +209,11 @@ class Mediation(Mediator):
     def driver_call(self, peer, method, msg, args):
         views = None
         for m in self._asked[peer.restricted]:
-            view = m.driver_call(peer, method, msg, args)
+            try:
+                view = m.driver_call(peer, method, msg, args)
+            except DBusError:
+                self.denials.record(peer)
+                raise
             if view is not None:
                 views = view if views is None else Views([views, view])
         return views

@@ -1193,3 +1193,27 @@ def test_rules_decide_as_documented(data):
         got = [m.sender for m in inner.signals("Tick")]
         assert got == ([o.unique_name] if any_rule(BROADCASTS, all_names(o), path, "org.x.I") else []), \
             (all_names(o), path, rules)
+
+
+def test_monitor_that_asked_gets_the_instance_in_each_copy(cb):
+    """RequestHeader then BecomeMonitor: the copies carry CONTAINER_INSTANCE
+    (the sender's instance, "/" outside any and for the bus), so a monitor
+    needs no GetConnectionInstance race with senders that leave at once."""
+    inst = cb.add_server(cb.client())
+    inner = cb.join(inst)
+    out = cb.client()
+    plain, stamped = cb.client(), cb.client()
+    assert cb.ccall(stamped, "RequestHeader").type == METHOD_RETURN
+    for m in (plain, stamped):
+        m.bus_ok("BecomeMonitor", "asu", ([], 0), interface="org.freedesktop.DBus.Monitoring")
+    plain.clear()
+    stamped.clear()
+    inner.signal("FromInside")
+    out.signal("FromOutside")
+    inner.driver("GetId")
+
+    def copies(mon):
+        return [(m.member or m.type, header_fields(m.data).get(10)) for m in mon.received()]
+    assert copies(stamped) == [("FromInside", inst.path), ("FromOutside", "/"), ("GetId", inst.path),
+                               (METHOD_RETURN, "/")]
+    assert copies(plain) == [("FromInside", None), ("FromOutside", None), ("GetId", None), (METHOD_RETURN, None)]

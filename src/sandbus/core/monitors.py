@@ -42,11 +42,21 @@ class Monitors(list):
             data = msg.data
         else:
             data = msg.forwarded(sender.sender_fields[msg.endian])
+        stamped = None
         for mon in self:
             rules = mon.monitor_rules
             if rules and not any(r.matches(msg, sender, recipient, target) for r in rules):
                 continue
-            mon.sink.send(data, msg.fds if mon.unix_fds else ())
+            if mon.wants_instance_header:
+                # A monitor that asked (RequestHeader, before BecomeMonitor)
+                # learns each sender's container instance in the copy itself:
+                # asking GetConnectionInstance later loses to senders that
+                # have already gone (`sandbus monitor`, tools/monitor.py).
+                if stamped is None:
+                    stamped = _with_instance(bus, sender, msg)
+                mon.sink.send(stamped, msg.fds if mon.unix_fds else ())
+            else:
+                mon.sink.send(data, msg.fds if mon.unix_fds else ())
 
     def copy_error(self, sender, msg, name: str, text: str) -> None:
         """Show monitors an error from the bus to sender about msg that is
@@ -57,3 +67,11 @@ class Monitors(list):
                              sender=bus.driver_peer.unique_name,
                              signature="s", body=(text,))
         self.copy(bus.driver_peer, Message(data), sender)
+
+
+def _with_instance(bus, sender, msg) -> bytes:
+    from .bus import DRIVER_SENDER_FIELDS, UNCONTAINED_FIELDS   # bus imports this module
+    e = msg.endian
+    if sender is bus.driver_peer:
+        return msg.forwarded(DRIVER_SENDER_FIELDS[e], UNCONTAINED_FIELDS[e])
+    return msg.forwarded(sender.sender_fields[e], (sender.instance_field or UNCONTAINED_FIELDS)[e])

@@ -7,10 +7,20 @@ import sys
 import tempfile
 
 
+USAGE = """\
+usage: sandbus session [--config-file=FILE] [--] [COMMAND [ARGS]]
+
+Run COMMAND (default: $SHELL) with DBUS_SESSION_BUS_ADDRESS set to a private
+sandbus session bus that lives as long as it does (like dbus-run-session)."""
+
+
 def session_main(argv) -> int:
     config_args = []
     while argv and argv[0] != "--":
         arg = argv.pop(0)
+        if arg in ("-h", "--help"):
+            print(USAGE)
+            return 0
         if arg.startswith("--config-file="):
             config_args.append(arg)
         else:

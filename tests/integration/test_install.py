@@ -237,3 +237,30 @@ def test_user_unit_execstart_socket_activated(root, tmp_path):
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, proc.stdout.read()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run as nobody")
+def test_user_install_by_a_user_goes_to_their_config(tmp_path):
+    """Without root and --root: that user's ~/.config/systemd/user, which
+    systemd reads before /etc/systemd/user, so only their logins change."""
+    home = Path(tempfile.mkdtemp(prefix="sandbus-home-", dir="/tmp"))
+    try:
+        os.chown(home, 65534, 65534)
+        env = dict(os.environ, HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"))
+        argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-m",
+                "sandbus.cli"]
+        done = subprocess.run(argv + ["install", "--user", "--daemon", daemon_path()],
+                              capture_output=True, text=True, timeout=TIMEOUT, env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        d = home / ".config/systemd/user"
+        assert os.readlink(d / "dbus.service") == "sandbus.service"
+        assert (d / "sandbus.service").stat().st_uid == 65534
+        assert f"dbus.service is now {d}/sandbus.service (sandbus-daemon)" in done.stdout
+        reload_line = next(line for line in done.stdout.splitlines() if "daemon-reload" in line)
+        assert "systemctl --user daemon-reload" in reload_line
+        done = subprocess.run(argv + ["uninstall", "--user"], capture_output=True, text=True, timeout=TIMEOUT,
+                              env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert sorted(os.listdir(d)) == []
+    finally:
+        shutil.rmtree(home)

@@ -264,3 +264,56 @@ def test_user_install_by_a_user_goes_to_their_config(tmp_path):
         assert sorted(os.listdir(d)) == []
     finally:
         shutil.rmtree(home)
+
+
+@pytest.mark.skipif(shutil.which("systemd-socket-activate") is None, reason="needs systemd-socket-activate")
+@pytest.mark.skipif(os.geteuid() != 0, reason="the system unit starts as root")
+def test_system_unit_execstart_socket_activated(root):
+    """The installed system unit's ExecStart=, as systemd runs it: as root,
+    with the socket passed in; it becomes messagebus, then says READY=1
+    (to a socket anyone may write, as /run/systemd/notify), and a client
+    running as nobody is served through the stock system.conf."""
+    import pwd
+    if not Path("/usr/share/dbus-1/system.conf").exists():
+        pytest.skip("no stock system.conf")
+    messagebus = pwd.getpwnam("messagebus")
+    sandbus("install", "--system", "--root", str(root), "--daemon", daemon_path())
+    unit = (root / SYSTEM_DIR / "sandbus.service").read_text()
+    (exec_start,) = [line[len("ExecStart="):] for line in unit.splitlines() if line.startswith("ExecStart=")]
+    argv = shlex.split(exec_start)
+    assert argv[1] == "--system"
+    shared = Path(tempfile.mkdtemp(prefix="sandbus-sysunit-", dir="/tmp"))
+    os.chmod(shared, 0o755)
+    sock_path = shared / "system_bus_socket"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(shared / "notify"))
+    os.chmod(shared / "notify", 0o777)
+    notify.settimeout(TIMEOUT)
+    env = dict(os.environ, NOTIFY_SOCKET=str(shared / "notify"))
+    proc = subprocess.Popen(["systemd-socket-activate", "-l", str(sock_path), "-E", "PYTHONPATH",
+                             "-E", "NOTIFY_SOCKET", "-E", "SANDBUS_PURE", *argv],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: sock_path.exists() or proc.poll() is not None, what="the socket")
+        assert proc.poll() is None, proc.stdout.read()
+        os.chmod(sock_path, 0o666)   # systemd's SocketMode= default; systemd-socket-activate has none
+        done = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                               "dbus-send", f"--bus=unix:path={sock_path}", "--print-reply",
+                               "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus",
+                               "org.freedesktop.DBus.GetConnectionUnixUser", "string:org.freedesktop.DBus"],
+                              capture_output=True, text=True, timeout=TIMEOUT)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split()[-1] == str(messagebus.pw_uid)
+        assert notify.recv(4096) == b"READY=1"
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        assert f"Uid:\t{messagebus.pw_uid}\t{messagebus.pw_uid}" in status
+    finally:
+        notify.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(shared, ignore_errors=True)
+    assert proc.returncode == 0, proc.stdout.read()

@@ -37,6 +37,19 @@ def sandbus(*args, user=None, check=True):
     return done
 
 
+def listening(path) -> bool:
+    """The socket file exists and accepts: systemd-socket-activate binds
+    before it listens.  (This connection is the one that starts the bus.)"""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
 def tree(root: Path) -> dict:
     """Every entry under root: symlink targets and file texts."""
     out = {}
@@ -217,7 +230,7 @@ def test_user_unit_execstart_socket_activated(root, tmp_path):
                              "-E", "SANDBUS_PURE", *argv],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_until(lambda: sock_path.exists() or proc.poll() is not None, what="the socket")
+        wait_until(lambda: listening(sock_path) or proc.poll() is not None, what="the socket")
         assert proc.poll() is None, proc.stdout.read()
         done = subprocess.run(["dbus-send", f"--bus=unix:path={sock_path}", "--print-reply",
                                "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus",
@@ -294,7 +307,7 @@ def test_system_unit_execstart_socket_activated(root):
                              "-E", "NOTIFY_SOCKET", "-E", "SANDBUS_PURE", *argv],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_until(lambda: sock_path.exists() or proc.poll() is not None, what="the socket")
+        wait_until(lambda: listening(sock_path) or proc.poll() is not None, what="the socket")
         assert proc.poll() is None, proc.stdout.read()
         os.chmod(sock_path, 0o666)   # systemd's SocketMode= default; systemd-socket-activate has none
         done = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",

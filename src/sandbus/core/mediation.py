@@ -35,8 +35,11 @@ DENIAL_LOG_SIZE = 4096
 
 class DenialLog:
     """Recent refusals by any mediator: (time, sender's unique name), for
-    Debug.Stats (core/driver.py) and `sandbus status`.  The clock is the
-    daemon's (core reads none); without one only the total is kept."""
+    Debug.Stats (core/driver.py) and `sandbus status`.  Counted: refused
+    unicasts (calls, unicast signals, replies; hidden names too) and refused
+    driver calls; not a broadcast some receiver may not see, which refuses
+    nobody's request.  The clock is the daemon's (core reads none); without
+    one only the total is kept."""
 
     __slots__ = ("clock", "recent", "total")
 

@@ -17,6 +17,17 @@ def test_no_user_or_already_it_changes_nothing():
     assert daemon_user(str(me.pw_uid)) is None
 
 
+def test_not_root_stays_who_it_is(monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert daemon_user("nobody") is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root, another user is to become")
+def test_root_becomes_the_user():
+    assert daemon_user("nobody").pw_name == "nobody"
+    assert daemon_user("0") is None
+
+
 def test_unknown_user_is_an_error():
     with pytest.raises(PrivilegeError, match='Could not get UID and GID for username "no-such-user-xyz"'):
         daemon_user("no-such-user-xyz")

@@ -17,14 +17,16 @@ class PrivilegeError(Exception):
 
 def daemon_user(name):
     """The passwd entry the bus must become, or None when there is nothing
-    to change (no <user>, or the bus already runs as it)."""
+    to change: no <user>, the bus already runs as it, or it is not root
+    (dbus-daemon too runs the stock system.conf as whoever started it
+    then, which is how one tries a system bus without root)."""
     if not name:
         return None
     try:
         pw = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
     except KeyError:
         raise PrivilegeError(f"Could not get UID and GID for username \"{name}\"") from None
-    if os.geteuid() == pw.pw_uid and os.getuid() == pw.pw_uid:
+    if os.geteuid() != 0 or (os.getuid() == pw.pw_uid and os.geteuid() == pw.pw_uid):
         return None
     return pw
 

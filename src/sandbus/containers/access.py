@@ -77,6 +77,38 @@ class _View:
     def lists(self, name: str) -> bool:
         return self.viewer.container.learner is not None or self.access._visible(self.viewer, name)
 
+    def owner(self, name: str, owner):
+        return scoped_owner(self.viewer, name, owner)
+
+
+class _ScopedView:
+    """The view of a caller in an unmediated instance with ScopedNames: it
+    sees every name, and its scoped names as their instance resolves them."""
+
+    __slots__ = ("viewer",)
+
+    def __init__(self, viewer):
+        self.viewer = viewer
+
+    def sees(self, name: str, owner) -> bool:
+        return True
+
+    def lists(self, name: str) -> bool:
+        return True
+
+    def owner(self, name: str, owner):
+        return scoped_owner(self.viewer, name, owner)
+
+
+def scoped_owner(peer, name: str, owner):
+    """Who owns name for peer: for a name its instance scopes (ScopedNames,
+    docs/containers.md) the instance's creator while it is connected, and
+    nobody after (never the global owner: the app asked for its creator)."""
+    inst = peer.container
+    if inst is not None and name in inst.scoped:
+        return inst.creator
+    return owner
+
 
 class AccessControl(Mediator):
     """The containers' access rules as the bus's mediator (core/mediation.py);
@@ -116,6 +148,9 @@ class AccessControl(Mediator):
 
     def restricts_replies(self, peer) -> bool:
         return False  # a requested reply always passes (unicast below)
+
+    def owner(self, peer, name: str, owner):
+        return scoped_owner(peer, name, owner)
 
     def unicast(self, sender, target, msg, requested: bool):
         if target is None:
@@ -164,7 +199,7 @@ class AccessControl(Mediator):
         if method.interface == DRIVER_NAME and method.member in ("AddMatch", "RequestName"):
             quotas.check_driver_call(self.bus, peer, method.member, args)
         if inst.access is None:
-            return None
+            return _ScopedView(peer) if inst.scoped and method.filtered else None
         if method.member == "GetId" and method.interface == "org.freedesktop.DBus":
             obs = Observation("GetId", peer.unique_name, DRIVER_NAME, (), DRIVER_PATH, method.interface,
                               method.member)
@@ -180,6 +215,9 @@ class AccessControl(Mediator):
     def _activation(self, sender, msg):
         """A message that would start its destination (no owner yet)."""
         # A refused auto-start is answered as if nothing could be started.
+        # A scoped name is its creator's, whose leaving starts nothing.
+        if msg.destination in sender.container.scoped:
+            return HIDDEN
         if not _mediated(sender) or self.may_activate(sender, msg.destination):
             return None
         return HIDDEN
@@ -359,6 +397,10 @@ class AccessControl(Mediator):
             # fds leave an instance only where its rules say, broadcast or not
             if not self._note(sender.container, _observe("fds", sender, receiver.unique_name, receiver, msg)):
                 return False
+        scoping = receiver.container
+        if scoping is not None and scoping.scoped and sender is self.bus.driver_peer and msg.member == "NameOwnerChanged" \
+                and self._global_change_of_scoped(receiver, msg):
+            return False
         if not _mediated(receiver):
             return True
         inst = receiver.container
@@ -391,6 +433,17 @@ class AccessControl(Mediator):
         if self._allows(inst, _names_of(sender), RECEIVE_BROADCASTS, msg.path, msg.interface, msg.member):
             return True
         return self._note(inst, _observe("broadcast", receiver, sender.unique_name, sender, msg))
+
+    @staticmethod
+    def _global_change_of_scoped(receiver, msg) -> bool:
+        """A NameOwnerChanged of a name receiver's instance scopes: it is
+        about the global owner, which that instance does not see under the
+        name (manager.py announces the creator's leaving to it instead)."""
+        try:
+            name = msg.body()[0]
+        except (ValueError, IndexError):
+            return True
+        return name in receiver.container.scoped
 
     # -- driver checks ----------------------------------------------------------
 

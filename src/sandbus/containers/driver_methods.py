@@ -12,7 +12,8 @@ from ..wire.names import is_valid_interface
 from .instance import ContainerInstance
 from .learn import Learner, flatpak_args, learned_rules
 from .nesting import first_uncovered
-from .manager import IFACE_CONTAINERS, _parse_named_arguments
+from ..wire.marshal import Variant
+from .manager import CREDENTIALS_KEY, IFACE_CONTAINERS, _parse_named_arguments
 from .rules import BUS_NAME_IS_SUBTREE, OWN_BUS_NAME, Rule, RuleSet, validate_rule
 from .access import ALL_INSTANCES
 
@@ -27,7 +28,7 @@ def _add_server(mgr, driver, call, ctype, name, metadata, named):
         raise DBusError(errors.INVALID_ARGS,
                         f"The container type identifier must have the syntax of an interface name, not {ctype!r}")
     args = _parse_named_arguments(named, msg)
-    parent = peer.container  # set: a nested instance, which may only narrow
+    parent = _parent_of(mgr, peer, args)  # set: a nested instance, which may only narrow
     if parent is not None:
         _check_nested(mgr, parent, args)
     rules = None
@@ -61,8 +62,9 @@ def _add_server(mgr, driver, call, ctype, name, metadata, named):
     creds = credentials_dict(peer.creds)
     if parent is not None:
         max_conn = min(max_conn, parent.max_connections)
-        creds.update(peer.extra_credentials or {})  # the creator's own instance: the parent
+        creds[CREDENTIALS_KEY] = Variant("o", parent.path)
     inst = ContainerInstance(mgr._next_number, ctype, name, metadata, peer, creds, max_conn)
+    inst.scoped = frozenset(args.get("ScopedNames", ()))
     inst.stop_on_disconnect = args.get("StopOnDisconnect", True)
     inst.virtual_machine_id = args.get("VirtualMachineId")
     inst.hide_machine_id = args.get("HideMachineId", False)
@@ -70,7 +72,7 @@ def _add_server(mgr, driver, call, ctype, name, metadata, named):
     if parent is not None:
         # what the parent's apps are told about the machine holds inside too
         if inst.virtual_machine_id is None:
-            inst.virtual_machine_id = peer.machine_id
+            inst.virtual_machine_id = mgr._machine_id_for(parent)
         inst.hide_machine_id = inst.hide_machine_id or parent.hide_machine_id
         inst.parent = parent
     inst.access = rules
@@ -127,6 +129,26 @@ def _add_server(mgr, driver, call, ctype, name, metadata, named):
     return Reply((inst.path, socket_path, address), after=start)
 
 
+def _parent_of(mgr, peer, args):
+    """The instance a new one nests in: the caller's own, or the Parent
+    named argument, which only the connection that created that instance
+    may give (a launcher nesting a sandbox beside its app: sandbus run's
+    Spawn portal)."""
+    own = peer.container
+    path = args.get("Parent")
+    if path is None:
+        return own
+    if own is not None:
+        if path != own.path:
+            raise DBusError(errors.ACCESS_DENIED, f"AddServer: from inside {own.path}, Parent can only be "
+                            "that instance")
+        return own
+    parent = mgr.lookup(path)
+    if parent.creator is not peer:
+        raise DBusError(errors.ACCESS_DENIED, f"AddServer: Parent {path} was not created by this connection")
+    return parent
+
+
 def _check_nested(mgr, parent, args) -> None:
     """AddServer from inside parent: only a mediated instance whose every
     rule parent's rules cover (containers/nesting.py)."""
@@ -140,7 +162,9 @@ def _check_nested(mgr, parent, args) -> None:
         raise DBusError(errors.ACCESS_DENIED, f"AddServer from inside a container ({parent.path}) makes only "
                         "nested instances, which need Allow rules: without them one would be wider than "
                         "its parent")
-    wider = first_uncovered(args["Allow"], mgr.access.effective_rules(parent))
+    # an unmediated parent may do anything on the bus, so any rules narrow it
+    wider = first_uncovered(args["Allow"], mgr.access.effective_rules(parent)) \
+        if parent.access is not None else None
     if wider is not None:
         i, (flags, name, path, interface) = wider
         raise DBusError(errors.ACCESS_DENIED, f"AddServer: Allow rule {i} ({flags}, {name!r}, {path!r}, "

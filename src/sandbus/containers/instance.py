@@ -40,6 +40,9 @@ class ContainerInstance:
         # counted against its limits, stopped with it.
         self.parent = None
         self.children = set()
+        # ScopedNames: well-known names that, for this instance's connections
+        # alone, resolve to the creator's connection (containers/access.py).
+        self.scoped = frozenset()
         self.fields = {e: string_field(FIELD_CONTAINER_INSTANCE, self.path, e, "o") for e in "lB"}
 
     @property

@@ -11,6 +11,7 @@ import secrets
 from ..core import errors
 from ..core.errors import DBusError
 from ..wire.marshal import Variant
+from ..wire.names import is_valid_bus_name
 
 log = logging.getLogger("sandbus.containers")
 
@@ -30,7 +31,12 @@ SUPPORTED_ARGUMENTS = {
     "HideMachineId": "b",
     "Learn": "b",
     "LogDenials": "b",
+    "ScopedNames": "as",
+    "Parent": "o",
 }
+# At most this many ScopedNames per instance: each is looked up on every
+# message the instance sends to a well-known name.
+MAX_SCOPED_NAMES = 16
 
 # Learned rules of removed learn-mode instances, kept for GetLearnedRules.
 LEARNED_ARCHIVE_SIZE = 32
@@ -72,8 +78,19 @@ class ContainerManager:
         for inst in list(self.instances.values()):
             if inst.creator is peer:
                 inst.creator = None
+                self._scoped_names_gone(inst, peer)
                 if inst.stop_on_disconnect:
                     self._stop_listening(inst)
+
+    def _scoped_names_gone(self, inst, creator) -> None:
+        """The creator owned inst's scoped names for its connections: they
+        see those names lose their owner (a NameOwnerChanged to each of them
+        alone, as nobody else saw the names owned)."""
+        for name in sorted(inst.scoped):
+            for p in list(inst.connections):
+                if p.unique_name is not None:
+                    self.bus.emit_signal("NameOwnerChanged", "sss", (name, creator.unique_name, ""),
+                                         destination=p)
 
     def _machine_id_for(self, inst):
         if inst.virtual_machine_id is not None:
@@ -172,6 +189,14 @@ def _parse_named_arguments(named: dict, msg) -> dict:
                                 "that was not passed with the message")
             v = msg.fds[v]
         parsed[key] = v
+    scoped = parsed.get("ScopedNames")
+    if scoped is not None:
+        if len(scoped) > MAX_SCOPED_NAMES:
+            raise DBusError(errors.INVALID_ARGS, f"ScopedNames: at most {MAX_SCOPED_NAMES} names")
+        for n in scoped:
+            if not is_valid_bus_name(n) or n.startswith(":") or n == DRIVER_NAME:
+                raise DBusError(errors.INVALID_ARGS, f"ScopedNames: {n!r} is not a well-known bus name "
+                                "(nor may it be the bus's own)")
     mid = parsed.get("VirtualMachineId")
     if mid is not None and (len(mid) != 32 or any(c not in "0123456789abcdef" for c in mid)):
         raise DBusError(errors.INVALID_ARGS, "VirtualMachineId must be 32 lower-case hex digits")

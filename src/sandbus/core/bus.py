@@ -192,7 +192,13 @@ class Bus:
                     return
             self.driver.handle(sender, msg)
             return
-        target = self.peers.get(dest) if dest[0] == ":" else self.peers.get(self._owner_name(dest))
+        if dest[0] == ":":
+            target = self.peers.get(dest)
+        else:
+            target = self.peers.get(self._owner_name(dest))
+            if sender.restricted:
+                # a name may resolve to another peer for it (core/mediation.py)
+                target = self.mediation.owner(sender, dest, target)
         if target is None:
             if self.monitors:
                 self.monitors.copy(sender, msg, None)

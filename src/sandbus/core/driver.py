@@ -240,8 +240,11 @@ class Driver:
         "hidden" becomes "missing" for every driver method."""
         bus = self.bus
         owner = bus.peers.get(name) if name.startswith(":") else bus.registry.owner(name)
-        if view is not None and not view.sees(name, owner):
-            return None
+        if view is not None:
+            if name[0] != ":":
+                owner = view.owner(name, owner)  # as routing resolves it (Bus.route)
+            if not view.sees(name, owner):
+                return None
         return owner
 
     def visible_names(self, names, view):
@@ -482,7 +485,7 @@ def _get_credentials(driver, call, name):
     creds = driver.credentials_of(name, "credentials", call.view)
     result = credentials_dict(creds)
     fds = ()
-    target = driver.lookup(name) if name != DRIVER_NAME else None
+    target = driver.lookup(name, call.view) if name != DRIVER_NAME else None
     after = None
     # A contained caller gets no handle on a process outside its own
     # instance: a pidfd would let it signal or inspect that process

@@ -15,7 +15,14 @@ Core asks at exactly three points (docs/architecture.md):
    deliver.
 3. ``driver_call(peer, method, msg, args)`` — before a driver method runs:
    raise DBusError to refuse it, else return the caller's view of names (an
-   object with ``sees(name, owner)``), or None when the caller sees all.
+   object with ``sees(name, owner)``, ``lists(name)`` and ``owner(name,
+   owner)``), or None when the caller sees all.
+
+And one lookup: ``owner(peer, name, owner)`` — the peer that owns the
+well-known name for a message from peer (``owner``: its global owner, or
+None).  A mediator may resolve a name differently for the peers it
+restricts (an instance-scoped name, docs/containers.md); a view's ``owner``
+answers the same for driver lookups, so routing and the driver agree.
 
 Core asks only about peers some mediator ``restricts`` (``peer.restricted``),
 so an unrestricted bus pays one attribute test per message and nothing more;
@@ -113,6 +120,9 @@ class Mediator:
     def driver_call(self, peer, method, msg, args):
         return None
 
+    def owner(self, peer, name: str, owner):
+        return owner
+
     # An unrequested reply passes only if a mediator with authority over
     # replies (the XML policy) lets it; without one the bus drops it.
     grants_unrequested_replies = False
@@ -135,6 +145,11 @@ class Views:
 
     def lists(self, name: str) -> bool:
         return all(v.lists(name) for v in self.views)
+
+    def owner(self, name: str, owner):
+        for v in self.views:
+            owner = v.owner(name, owner)
+        return owner
 
 
 class Mediation(Mediator):
@@ -208,6 +223,11 @@ class Mediation(Mediator):
             if not m.receive(sender, receiver, msg, target):
                 return False
         return True
+
+    def owner(self, peer, name: str, owner):
+        for m in self._asked[peer.restricted]:
+            owner = m.owner(peer, name, owner)
+        return owner
 
     def driver_call(self, peer, method, msg, args):
         views = None

@@ -6,6 +6,7 @@ for bubblewrap (launcher/sandbox.py)."""
 import os
 import re
 
+from ..containers.rules import SEND_UNIX_FDS
 from ..containers.shorthand import ShorthandError, compile_rules, method_rule
 from ..wire.names import is_valid_bus_name
 
@@ -77,10 +78,13 @@ class RunOptions:
         return [f"{self.app_id}.*", f"org.mpris.MediaPlayer2.{self.app_id}.*"]
 
     def allow_rules(self) -> list:
-        """The a(usos) Allow rules of the app's instance, implied ones included."""
-        return compile_rules(see=self.see, talk=self.talk, own=self.own + self.implied_own(),
-                             call=self.call + [PORTAL_ARGS[0].split("=", 1)[1]],
-                             broadcast=self.broadcast + [PORTAL_ARGS[1].split("=", 1)[1]])
+        """The a(usos) Allow rules of the app's instance, implied ones
+        included; the portals may be passed fds, as under Flatpak
+        (OpenFile, Print, Spawn's stdio: launcher/portal.py)."""
+        rules = compile_rules(see=self.see, talk=self.talk, own=self.own + self.implied_own(),
+                              call=self.call, broadcast=self.broadcast + [PORTAL_ARGS[1].split("=", 1)[1]])
+        portal_call = compile_rules(call=[PORTAL_ARGS[0].split("=", 1)[1]])
+        return rules + [(f | SEND_UNIX_FDS, n, p, i) for f, n, p, i in portal_call]
 
     def permission_args(self) -> list:
         """The options given, as `sandbus run` arguments (metadata, --learn)."""

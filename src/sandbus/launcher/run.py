@@ -15,6 +15,7 @@ import array
 import fcntl
 import json
 import os
+import select
 import shlex
 import shutil
 import signal
@@ -29,6 +30,7 @@ from ..io.client import BUS_NAME, BUS_PATH, BusError, Client, ClientError
 from ..wire.marshal import Variant
 from ..wire.message import SIGNAL
 from .options import PORTAL_ARGS, USAGE, UsageError, learned_run_args, parse_run_args
+from .portal import PORTAL_NAME, SpawnPortal
 from .sandbox import env_args, sandbox_args
 
 IFACE = "org.freedesktop.DBus.Containers1"
@@ -91,6 +93,12 @@ class Launcher:
         self.path = None  # the instance
         self.sandbox_pid = None
         self.instance_id = os.urandom(16).hex()
+        self.uid = os.getuid()
+        home = os.path.expanduser("~")
+        self.home = home if os.path.isabs(home) else "/home/app"
+        # what the app may expose to the sandboxes it spawns (launcher/portal.py)
+        self.sandbox_dir = os.path.join(os.path.expanduser("~"), ".var", "app", opts.app_id, "sandbox")
+        self.portal = None
 
     def _pipe(self):
         r, w = os.pipe()
@@ -108,30 +116,20 @@ class Launcher:
             self.client = Client(self.address)
         except (ClientError, OSError) as e:
             raise RunError(f"cannot use the session bus: {e}") from None
-        uid = os.getuid()
-        base = os.environ.get("XDG_RUNTIME_DIR")
-        # sun_path holds 108 bytes: a deep runtime directory cannot take it.
-        if not base or not os.access(base, os.W_OK) or len(os.fsencode(base)) > 80:
-            base = None
-        self.tmpdir = tempfile.mkdtemp(prefix="sandbus-run-", dir=base)
-        host_socket = os.path.join(self.tmpdir, "bus")
-        listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.fds.append(listening.detach())
-        lfd = self.fds[-1]
-        listening = socket.socket(fileno=os.dup(lfd))
-        try:
-            listening.bind(host_socket)
-            listening.listen(128)
-        finally:
-            listening.close()
+        uid = self.uid
+        self.tmpdir, host_socket, lfd = self.listening_socket()
+        self.fds.append(lfd)
         stop_r, stop_w = self._pipe()
         ready_r, ready_w = self._pipe()
         block_r, block_w = self._pipe()
         info_r, info_w = self._pipe()
 
         env = {}
-        home = os.path.expanduser("~") if os.path.isabs(os.path.expanduser("~")) else "/home/app"
-        args = sandbox_args(opts, uid=uid, runtime_socket=host_socket, home=home, env_out=env)
+        # only if the user made it: $HOME inside stays empty otherwise
+        shared = self.sandbox_dir if os.path.isdir(self.sandbox_dir) and not os.path.islink(self.sandbox_dir) \
+            else None
+        args = sandbox_args(opts, uid=uid, runtime_socket=host_socket, home=self.home, env_out=env,
+                            sandbox_dir=shared)
         argv = [self.bwrap, *args, *env_args(env), "--info-fd", str(info_w), "--block-fd", str(block_r),
                 "--", *opts.command]
         try:
@@ -143,7 +141,7 @@ class Launcher:
         # From here on only the sandbox holds these.
         for fd in (stop_w, info_w, block_r):
             self._close(fd)
-        info = self._read_info(info_r)
+        info = self.read_info(info_r)
         if info is None:
             self.proc.wait()
             self.proc = None
@@ -158,8 +156,9 @@ class Launcher:
             "Command": Variant("as", list(opts.command)),
             "Permissions": Variant("as", opts.permission_args()),
         }
+        # the app sees this launcher as the Flatpak portal (launcher/portal.py)
         named = {"Socket": Variant("h", 0), "ReadyNotification": Variant("h", 1),
-                 "StopOnNotify": Variant("h", 2)}
+                 "StopOnNotify": Variant("h", 2), "ScopedNames": Variant("as", [PORTAL_NAME])}
         if not opts.unfiltered():
             named["Allow"] = Variant("a(usos)", opts.allow_rules())
         if opts.learn:
@@ -177,15 +176,45 @@ class Launcher:
             self._close(fd)
         self._close(ready_w)  # hung up == ready: the bus starts accepting
         os.write(block_w, b"1")  # bwrap goes on to exec the command
-        self._forget_host_socket(block_w, host_socket)
+        self.wait_block_read(block_w, lambda: self.proc.poll() is not None)
+        self._close(block_w)
+        self._remove_tmpdir()
 
+        self.portal = SpawnPortal(self)
         status = self._wait_exit()
         if opts.learn:
             self._print_learned()
         self._wait_removed()
         return status
 
-    def _read_info(self, fd):
+    def listening_socket(self):
+        """(directory, socket path, listening fd): a fresh socket for a
+        sandbox's bus, bound on the host only until bwrap has mounted it."""
+        base = os.environ.get("XDG_RUNTIME_DIR")
+        # sun_path holds 108 bytes: a deep runtime directory cannot take it.
+        if not base or not os.access(base, os.W_OK) or len(os.fsencode(base)) > 80:
+            base = None
+        tmpdir = tempfile.mkdtemp(prefix="sandbus-run-", dir=base)
+        host_socket = os.path.join(tmpdir, "bus")
+        listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listening.bind(host_socket)
+            listening.listen(128)
+        except OSError:
+            listening.close()
+            self.remove_socket_dir(tmpdir)
+            raise
+        return tmpdir, host_socket, listening.detach()
+
+    @staticmethod
+    def remove_socket_dir(tmpdir: str) -> None:
+        try:
+            os.unlink(os.path.join(tmpdir, "bus"))
+        except FileNotFoundError:
+            pass
+        os.rmdir(tmpdir)
+
+    def read_info(self, fd):
         """bwrap's --info-fd JSON, which it writes once the namespaces exist;
         None if it exited first (it could not make them)."""
         data = b""
@@ -203,28 +232,23 @@ class Launcher:
         except ValueError:
             return None
 
-    def _forget_host_socket(self, block_w: int, host_socket: str) -> None:
+    @staticmethod
+    def wait_block_read(block_w: int, exited) -> None:
         """bwrap reads the block fd after every mount, just before exec:
         once our byte is gone the socket is mounted inside and its host
-        name can go."""
+        name can go (or bwrap has exited)."""
         pending = array.array("i", [1])
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and self.proc.poll() is None:
+        while time.monotonic() < deadline and not exited():
             fcntl.ioctl(block_w, termios.FIONREAD, pending)
             if pending[0] == 0:
                 break
             time.sleep(0.0005)
-        self._close(block_w)
-        self._remove_tmpdir()
 
     def _remove_tmpdir(self) -> None:
         if self.tmpdir is None:
             return
-        try:
-            os.unlink(os.path.join(self.tmpdir, "bus"))
-        except FileNotFoundError:
-            pass
-        os.rmdir(self.tmpdir)
+        self.remove_socket_dir(self.tmpdir)
         self.tmpdir = None
 
     def _forward(self, signum, frame) -> None:
@@ -247,19 +271,51 @@ class Launcher:
                 pass
 
     def _wait_exit(self) -> int:
+        """Serve the portal until the app exits; its exit status."""
         old = {s: signal.signal(s, self._forward) for s in FORWARDED}
+        app_fd = os.pidfd_open(self.proc.pid)
         try:
-            while True:
-                try:
-                    rc = self.proc.wait()
-                    break
-                except InterruptedError:
-                    continue
+            self._serve(app_fd)
+            rc = self.proc.wait()
         finally:
+            os.close(app_fd)
             for s, h in old.items():
                 signal.signal(s, h)
+            if self.portal is not None:
+                self.portal.stop_all()
         self.proc = None
         return rc if rc >= 0 else 128 - rc
+
+    def _serve(self, app_fd: int) -> None:
+        c = self.client
+        portal = self.portal
+        kept = []  # InstanceRemoved signals, for _wait_removed
+        try:
+            self._serve_loop(app_fd, c, portal, kept)
+        finally:
+            c.backlog.extendleft(reversed(kept))
+
+    def _serve_loop(self, app_fd, c, portal, kept) -> None:
+        bus_ok = True
+        while True:
+            while bus_ok and c.backlog:
+                m = c.backlog.popleft()
+                if m.type == SIGNAL and m.interface == IFACE and m.member == "InstanceRemoved":
+                    kept.append(m)
+                else:
+                    portal.dispatch(m)
+            siblings = portal.pidfds()
+            ready, _, _ = select.select([app_fd, *siblings, *([c.sock] if bus_ok else [])], [], [])
+            for fd in ready:
+                if fd in siblings:
+                    portal.reap(siblings[fd])
+            if app_fd in ready:
+                return
+            if bus_ok and c.sock in ready:
+                try:
+                    c._fill(None)
+                except (ClientError, OSError):
+                    bus_ok = False  # the app goes on; nothing left to serve
 
     def _print_learned(self) -> None:
         try:

@@ -18,10 +18,13 @@ ETC_FILES = (
 _MERGED = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 
 
-def sandbox_args(opts, *, uid: int, runtime_socket: str, home: str, env_out: dict) -> list:
+def sandbox_args(opts, *, uid: int, runtime_socket, home: str, env_out: dict, sandbox_dir=None) -> list:
     """bwrap arguments up to (not including) the command.  ``runtime_socket``
     is the host path of the bus socket to bind at $XDG_RUNTIME_DIR/bus
-    inside; ``env_out`` receives the environment to set inside."""
+    inside (None: no bus at all); ``env_out`` receives the environment to
+    set inside; ``sandbox_dir`` (the app's ~/.var/app/APP_ID/sandbox) is
+    bound at the same path, for what the app exposes to sandboxes it
+    spawns (launcher/portal.py)."""
     runtime = f"/run/user/{uid}"
     a = ["--unshare-user", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try",
          "--die-with-parent", "--new-session", "--hostname", "sandbus"]
@@ -42,12 +45,15 @@ def sandbox_args(opts, *, uid: int, runtime_socket: str, home: str, env_out: dic
         path = "/etc/" + name
         if os.path.lexists(path):
             a += ["--ro-bind-try", path, path]
-    a += ["--dir", runtime, "--chmod", "0700", runtime,
-          "--bind", runtime_socket, f"{runtime}/bus"]
+    a += ["--dir", runtime, "--chmod", "0700", runtime]
+    if runtime_socket is not None:
+        a += ["--bind", runtime_socket, f"{runtime}/bus"]
     a += ["--dir", home]
+    if sandbox_dir is not None:
+        a += ["--bind", sandbox_dir, sandbox_dir]
     env_out.update({
         "XDG_RUNTIME_DIR": runtime,
-        "DBUS_SESSION_BUS_ADDRESS": f"unix:path={runtime}/bus",
+        "DBUS_SESSION_BUS_ADDRESS": f"unix:path={runtime}/bus" if runtime_socket is not None else None,
         "HOME": home,
         "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
     })

@@ -182,3 +182,25 @@ def test_the_portal_name_is_scoped_beside_a_global_owner(bus, env, tmp_path):
         assert not [r for r in real.records() if r["member"] == "Spawn"]
     finally:
         real.stop()
+
+
+def test_watch_bus_ends_the_sibling_with_its_caller(bus, env):
+    from test_run import _sandboxed_sleepers
+    from itutil import wait_until
+    script = ("$FS --sandbox --watch-bus sleep 60 & P=$!; $FS --sandbox sleep 60 & Q=$!; "
+              "echo spawned; read x; kill -9 $P $Q; echo killed; read y || true")
+    proc = subprocess.Popen([sys.executable, "-m", "sandbus.cli", "run", "--", *inside(script)], env=env,
+                            stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "spawned"
+        wait_until(lambda: len(_sandboxed_sleepers()) == 2, TIMEOUT)
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "killed"
+        # the watched one goes with its flatpak-spawn; the other stays
+        # until the app exits
+        wait_until(lambda: len(_sandboxed_sleepers()) == 1, TIMEOUT)
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=TIMEOUT)
+    wait_until(lambda: _sandboxed_sleepers() == [], TIMEOUT)

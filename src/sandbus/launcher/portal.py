@@ -16,7 +16,9 @@ sandbox directory (~/.var/app/APP_ID/sandbox, bound into the app's sandbox
 too), and its bus (sandbox-flags allow-dbus) is an instance nested in the
 app's (AddServer's Parent) allowed only the portals and the app's own
 names, which the bus checks to be within the app's rules.  Only SANDBOX
-spawns are done (docs/flatpak.md says why)."""
+spawns are done: without it Flatpak starts another copy of the installed
+app with all its permissions, and a sandbus run app is a command line,
+not an installed app."""
 
 import fcntl
 import os

@@ -204,3 +204,59 @@ def test_watch_bus_ends_the_sibling_with_its_caller(bus, env):
         proc.stdin.close()
         proc.wait(timeout=TIMEOUT)
     wait_until(lambda: _sandboxed_sleepers() == [], TIMEOUT)
+
+
+# Spawn called by hand from inside: every bad request gets one clear error
+# and the portal goes on serving; a good one runs and its exit is signalled.
+RAW_PROBE = """
+from jeepney import DBusAddress, new_method_call, MessageType, HeaderFields
+from jeepney.io.blocking import open_dbus_connection
+conn = open_dbus_connection(bus="SESSION")
+p = DBusAddress("/org/freedesktop/portal/Flatpak", bus_name="org.freedesktop.portal.Flatpak",
+                interface="org.freedesktop.portal.Flatpak")
+def spawn(argv, flags, options={}, cwd=b"/\\0", envs={}):
+    r = conn.send_and_get_reply(new_method_call(p, "Spawn", "ayaaya{uh}a{ss}ua{sv}",
+                                                (cwd, argv, {}, envs, flags, options)))
+    if r.header.message_type == MessageType.error:
+        return r.header.fields[HeaderFields.error_name].rsplit(".", 1)[1] + ": " + r.body[0]
+    return r.body[0]
+print(spawn([b"true\\0"], 0))
+print(spawn([b"true\\0"], 4 | 1024))
+print(spawn([], 4))
+print(spawn([b"a\\0b\\0"], 4))
+print(spawn([b"true\\0"], 4, {"sandbox-flags": ("s", "x")}))
+print(spawn([b"true\\0"], 4, {"sandbox-flags": ("u", 4096)}))
+print(spawn([b"true\\0"], 4, {"sandbox-a11y-own-names": ("as", ["x.y.z"])}))
+print(spawn([b"true\\0"], 4, {"sandbox-expose": ("as", ["doc"])}))
+print(spawn([b"true\\0"], 4, envs={"A=B": "1"}))
+r = conn.send_and_get_reply(new_method_call(p, "SpawnSignal", "uub", (12345, 15, False)))
+print(r.header.fields[HeaderFields.error_name])
+props = DBusAddress("/org/freedesktop/portal/Flatpak", bus_name="org.freedesktop.portal.Flatpak",
+                    interface="org.freedesktop.DBus.Properties")
+print("version", conn.send_and_get_reply(new_method_call(props, "Get", "ss",
+      ("org.freedesktop.portal.Flatpak", "version"))).body[0][1])
+pid = spawn([b"sh\\0", b"-c\\0", b"exit 4\\0"], 4)
+while True:
+    m = conn.receive()
+    if m.header.message_type == MessageType.signal and m.header.fields[HeaderFields.member] == "SpawnExited":
+        print("exited", m.body[0] == pid, m.body[1] >> 8)
+        break
+"""
+
+
+def test_bad_spawn_requests_get_clear_errors(bus, env):
+    cp = sandbus_run(["--", SYSTEM_PYTHON, "-c", RAW_PROBE], env, check=0)
+    out = cp.stdout.splitlines()
+    assert out[0].startswith("NotSupported: sandbus run spawns only new sandboxes"), cp.stderr
+    assert out[1] == "InvalidArgs: Unsupported flags enabled: 0x400"
+    assert out[2] == "InvalidArgs: No command given"
+    assert out[3].startswith("InvalidArgs: cannot pass that command line")
+    assert out[4] == "InvalidArgs: option sandbox-flags must have type u, not s"
+    assert out[5] == "InvalidArgs: Unsupported sandbox flags enabled: 0x1000"
+    assert out[6].startswith("NotSupported: sandbus run does not support the sandbox-a11y-own-names option")
+    assert out[7].startswith("InvalidArgs: sandbox-expose: the app has no sandbox directory")
+    assert out[8].startswith("InvalidArgs: cannot pass that command line or environment")
+    assert out[9] == "org.freedesktop.DBus.Error.UnixProcessIdUnknown"
+    assert out[10] == "version 5"
+    assert out[11] == "exited True 4"
+    assert instances(bus) == [] and leftovers(env) == []

@@ -241,7 +241,7 @@ class Driver:
         bus = self.bus
         owner = bus.peers.get(name) if name.startswith(":") else bus.registry.owner(name)
         if view is not None:
-            if name[0] != ":":
+            if not name.startswith(":"):
                 owner = view.owner(name, owner)  # as routing resolves it (Bus.route)
             if not view.sees(name, owner):
                 return None

@@ -159,7 +159,11 @@ class SpawnPortal:
                 return
             sig, body = values
             self._send(METHOD_RETURN, reply_serial=m.serial, destination=m.sender, signature=sig, body=body)
-        except PortalError as e:
+        except (PortalError, OSError) as e:
+            if isinstance(e, OSError):
+                # whatever the system refused, the app gets an answer and
+                # the launcher goes on serving it
+                e = PortalError(ERR_FAILED, f"{m.member} failed: {e}")
             if not m.flags & NO_REPLY_EXPECTED:
                 self._send(ERROR, reply_serial=m.serial, destination=m.sender, error_name=e.name,
                            signature="s", body=(e.text,))
@@ -304,7 +308,12 @@ class SpawnPortal:
         return cwd if cwd in (home, "/") else home
 
     def _sandbox_dir_fd(self):
-        return os.open(self.launcher.sandbox_dir, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # only the directory the app has (run.py binds it if it existed
+        # when the app started): one made later is not the app's to expose
+        if self.launcher.shared_dir is None:
+            raise PortalError(ERR_INVALID, f"sandbox-expose: the app has no sandbox directory "
+                              f"({self.launcher.sandbox_dir} did not exist when sandbus run started)")
+        return os.open(self.launcher.shared_dir, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
 
     def _exposed(self, exposes):
         """(fd, path, read-only) for each exposed name: opened without
@@ -323,7 +332,7 @@ class SpawnPortal:
                     fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
                 except FileNotFoundError:
                     continue  # nothing to expose
-                out.append((fd, os.path.join(self.launcher.sandbox_dir, name), ro))
+                out.append((fd, os.path.join(self.launcher.shared_dir, name), ro))
                 if stat.S_ISLNK(os.fstat(fd).st_mode):
                     raise PortalError(ERR_INVALID, f"sandbox-expose: {name!r} is a symbolic link")
         except BaseException:
@@ -380,6 +389,8 @@ class SpawnPortal:
             actions += [(os.POSIX_SPAWN_DUP2, h, h) for h in high if h not in srcs.values()]
             try:
                 pid = os.posix_spawn(la.bwrap, argv, env, file_actions=actions, setpgroup=0)
+            except ValueError as e:  # a NUL byte in an argument, "=" in a variable's name...
+                raise PortalError(ERR_INVALID, f"cannot pass that command line or environment: {e}") from None
             except OSError as e:
                 raise PortalError(ERR_FAILED, f"cannot run {la.bwrap}: {e}") from None
             for h in high:

@@ -98,6 +98,7 @@ class Launcher:
         self.home = home if os.path.isabs(home) else "/home/app"
         # what the app may expose to the sandboxes it spawns (launcher/portal.py)
         self.sandbox_dir = os.path.join(os.path.expanduser("~"), ".var", "app", opts.app_id, "sandbox")
+        self.shared_dir = None  # sandbox_dir, when the app has it
         self.portal = None
 
     def _pipe(self):
@@ -126,10 +127,10 @@ class Launcher:
 
         env = {}
         # only if the user made it: $HOME inside stays empty otherwise
-        shared = self.sandbox_dir if os.path.isdir(self.sandbox_dir) and not os.path.islink(self.sandbox_dir) \
-            else None
+        if os.path.isdir(self.sandbox_dir) and not os.path.islink(self.sandbox_dir):
+            self.shared_dir = self.sandbox_dir
         args = sandbox_args(opts, uid=uid, runtime_socket=host_socket, home=self.home, env_out=env,
-                            sandbox_dir=shared)
+                            sandbox_dir=self.shared_dir)
         argv = [self.bwrap, *args, *env_args(env), "--info-fd", str(info_w), "--block-fd", str(block_r),
                 "--", *opts.command]
         try:

@@ -164,6 +164,7 @@ class Mediation(Mediator):
         self.mediators = []
         self._asked = {}
         self.denials = DenialLog(clock)
+        self._resolvers = {}
         for m in mediators:
             self.mediators.append(m)
         self._update()
@@ -174,6 +175,11 @@ class Mediation(Mediator):
         n = len(self.mediators)
         self._asked = {mask: tuple(m for i, m in enumerate(self.mediators) if mask >> i & 1)
                        for mask in range(1 << n)}
+        # owner() is asked on every restricted message to a well-known name:
+        # only of the mediators that resolve names at all
+        self._resolvers = {mask: tuple(m for m in asked
+                                 if getattr(type(m), "owner", Mediator.owner) is not Mediator.owner)
+                           for mask, asked in self._asked.items()}
 
     def replace(self, old, new, peers) -> None:
         """Swap one mediator (a reloaded policy) and re-evaluate every peer."""
@@ -225,7 +231,7 @@ class Mediation(Mediator):
         return True
 
     def owner(self, peer, name: str, owner):
-        for m in self._asked[peer.restricted]:
+        for m in self._resolvers[peer.restricted]:
             owner = m.owner(peer, name, owner)
         return owner
 

@@ -29,7 +29,7 @@ from ..io.client import BUS_NAME, BUS_PATH, BusError, ClientError
 from ..wire.marshal import Variant
 from ..wire.message import ERROR, METHOD_CALL, METHOD_RETURN, NO_REPLY_EXPECTED, SIGNAL, build_message
 from .options import RunOptions
-from .sandbox import sandbox_args
+from .sandbox import commands_under, sandbox_args
 
 PORTAL_NAME = "org.freedesktop.portal.Flatpak"
 PORTAL_PATH = "/org/freedesktop/portal/Flatpak"
@@ -473,17 +473,7 @@ class SpawnPortal:
 
     @staticmethod
     def _commands(sib):
-        """The command under bwrap's init (init passes no signals on)."""
-        inner = sib.inner_pid
-        if inner:
-            try:
-                with open(f"/proc/{inner}/task/{inner}/children") as f:
-                    found = [int(p) for p in f.read().split()]
-                if found:
-                    return found
-            except OSError:
-                pass
-        return [sib.pid]
+        return commands_under(sib.inner_pid) or [sib.pid]
 
     def pidfds(self) -> dict:
         return {sib.pidfd: sib for sib in self.children.values()}

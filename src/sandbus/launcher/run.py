@@ -31,7 +31,7 @@ from ..wire.marshal import Variant
 from ..wire.message import SIGNAL
 from .options import PORTAL_ARGS, USAGE, UsageError, learned_run_args, parse_run_args
 from .portal import PORTAL_NAME, SpawnPortal
-from .sandbox import env_args, sandbox_args
+from .sandbox import commands_under, env_args, sandbox_args
 
 IFACE = "org.freedesktop.DBus.Containers1"
 CONTAINER_TYPE = "org.sandbus.Run"
@@ -255,14 +255,7 @@ class Launcher:
     def _forward(self, signum, frame) -> None:
         """The command is pid 2 under bwrap's init, which passes no signals
         on: send it to init's children, so Ctrl-C reaches the app."""
-        targets = []
-        pid = self.sandbox_pid
-        if pid:
-            try:
-                with open(f"/proc/{pid}/task/{pid}/children") as f:
-                    targets = [int(p) for p in f.read().split()]
-            except OSError:
-                pass
+        targets = commands_under(self.sandbox_pid)
         if not targets and self.proc is not None:
             targets = [self.proc.pid]
         for p in targets:

@@ -114,3 +114,15 @@ def env_args(env: dict) -> list:
     for k, v in env.items():
         out += ["--unsetenv", k] if v is None else ["--setenv", k, v]
     return out
+
+
+def commands_under(init_pid) -> list:
+    """The processes bwrap's init (init_pid, from --info-fd) started: the
+    command.  Init passes no signals on, so signals go to these."""
+    if not init_pid:
+        return []
+    try:
+        with open(f"/proc/{init_pid}/task/{init_pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []

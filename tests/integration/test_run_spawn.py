@@ -260,3 +260,15 @@ def test_bad_spawn_requests_get_clear_errors(bus, env):
     assert out[10] == "version 5"
     assert out[11] == "exited True 4"
     assert instances(bus) == [] and leftovers(env) == []
+
+
+
+def test_an_app_reaped_before_the_portal_serves_is_just_its_exit_status():
+    # The app may exit, and be reaped by the poll that watches bwrap's block
+    # fd, before the launcher starts serving: its status, no launcher error.
+    from sandbus.launcher.options import parse_run_args
+    from sandbus.launcher.run import Launcher
+    la = Launcher(parse_run_args(["--", "true"]), shutil.which("bwrap"), "unix:path=/nonexistent")
+    la.proc = subprocess.Popen(["sh", "-c", "exit 3"])
+    la.proc.wait()
+    assert la._wait_exit() == 3

@@ -267,12 +267,18 @@ class Launcher:
     def _wait_exit(self) -> int:
         """Serve the portal until the app exits; its exit status."""
         old = {s: signal.signal(s, self._forward) for s in FORWARDED}
-        app_fd = os.pidfd_open(self.proc.pid)
+        app_fd = None
         try:
-            self._serve(app_fd)
+            try:
+                app_fd = os.pidfd_open(self.proc.pid)
+            except ProcessLookupError:
+                pass  # reaped already (it exited while bwrap's block fd was watched)
+            if app_fd is not None and self.proc.returncode is None:
+                self._serve(app_fd)
             rc = self.proc.wait()
         finally:
-            os.close(app_fd)
+            if app_fd is not None:
+                os.close(app_fd)
             for s, h in old.items():
                 signal.signal(s, h)
             if self.portal is not None:

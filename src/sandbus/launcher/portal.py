@@ -44,6 +44,8 @@ SUPPORTS = 0  # no EXPOSE_PIDS / SHARE_PIDS: the pid namespaces are not shared
 
 CLEAR_ENV, LATEST_VERSION, SANDBOX, NO_NETWORK, WATCH_BUS, EXPOSE_PIDS, NOTIFY_START, SHARE_PIDS, EMPTY_APP = \
     1, 2, 4, 8, 16, 32, 64, 128, 256
+# LATEST_VERSION and EMPTY_APP are accepted and change nothing: a sandbus
+# run app has one version and no /app.
 KNOWN_FLAGS = 511
 SHARE_DISPLAY, SHARE_SOUND, SHARE_GPU, ALLOW_DBUS, ALLOW_A11Y, SHARE_INPUT, SHARE_USB, SHARE_KVM, SHARE_SHM, \
     SHARE_DEVICES = 1, 2, 4, 8, 16, 32, 64, 128, 256, 512
@@ -414,7 +416,8 @@ class SpawnPortal:
                 os.write(block_w, b"1")
                 la.wait_block_read(block_w, lambda: self._exited(pid))
             return sib
-        except PortalError:
+        except BaseException:
+            # a sibling half set up is no sibling
             if pid in self.children:
                 self._kill(self.children.pop(pid))
             raise

@@ -43,6 +43,10 @@ session bus, allowed only what the options say (Flatpak's spelling):
   --address=ADDRESS           the bus (default: $DBUS_SESSION_BUS_ADDRESS)
   --system-talk-name, --system-own-name, --system-see-name, --socket=system-bus:
                               not supported yet (the system bus has no Containers1)
+
+Inside, `flatpak-spawn --sandbox [--no-network] CMD` starts CMD in a sibling
+sandbox with no more than the app has (the app's org.freedesktop.portal.Flatpak
+is this launcher); files are exposed to it from ~/.var/app/APP_ID/sandbox.
 """
 
 

@@ -398,8 +398,8 @@ class AccessControl(Mediator):
             if not self._note(sender.container, _observe("fds", sender, receiver.unique_name, receiver, msg)):
                 return False
         scoping = receiver.container
-        if scoping is not None and scoping.scoped and sender is self.bus.driver_peer and msg.member == "NameOwnerChanged" \
-                and self._global_change_of_scoped(receiver, msg):
+        if scoping is not None and scoping.scoped and sender is self.bus.driver_peer \
+                and msg.member == "NameOwnerChanged" and self._global_change_of_scoped(receiver, msg):
             return False
         if not _mediated(receiver):
             return True

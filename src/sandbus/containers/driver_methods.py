@@ -7,12 +7,11 @@ from functools import partial
 from ..core import errors
 from ..core.driver import DRIVER_NAME, DriverMethod, Reply, credentials_dict
 from ..core.errors import DBusError
-from ..wire.marshal import marshal
+from ..wire.marshal import Variant, marshal
 from ..wire.names import is_valid_interface
 from .instance import ContainerInstance
 from .learn import Learner, flatpak_args, learned_rules
 from .nesting import first_uncovered
-from ..wire.marshal import Variant
 from .manager import CREDENTIALS_KEY, IFACE_CONTAINERS, _parse_named_arguments
 from .rules import BUS_NAME_IS_SUBTREE, OWN_BUS_NAME, Rule, RuleSet, validate_rule
 from .access import ALL_INSTANCES

@@ -13,7 +13,7 @@ import tempfile
 
 import pytest
 
-from itutil import SYSTEM_PYTHON, TIMEOUT, Client
+from itutil import SYSTEM_PYTHON, TIMEOUT, Client, env_for, wait_until
 from test_run import NOTIFY, Service, instances, leftovers, needs_sandbus, sandbus_run
 
 FLATPAK_SPAWN = shutil.which("flatpak-spawn") or "/usr/libexec/flatpak-xdg-utils/flatpak-spawn"
@@ -53,7 +53,6 @@ print("instance", inst, "parent", creds.get("org.freedesktop.DBus.Containers1.In
 def env(bus):
     runtime = tempfile.mkdtemp(prefix="sbrun-")
     home = tempfile.mkdtemp(prefix="sbhome-")
-    from itutil import env_for
     yield env_for(bus, XDG_RUNTIME_DIR=runtime, HOME=home)
     shutil.rmtree(runtime)
     shutil.rmtree(home)
@@ -186,7 +185,6 @@ def test_the_portal_name_is_scoped_beside_a_global_owner(bus, env, tmp_path):
 
 def test_watch_bus_ends_the_sibling_with_its_caller(bus, env):
     from test_run import _sandboxed_sleepers
-    from itutil import wait_until
     script = ("$FS --sandbox --watch-bus sleep 60 & P=$!; $FS --sandbox sleep 60 & Q=$!; "
               "echo spawned; read x; kill -9 $P $Q; echo killed; read y || true")
     proc = subprocess.Popen([sys.executable, "-m", "sandbus.cli", "run", "--", *inside(script)], env=env,

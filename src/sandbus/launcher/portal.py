@@ -7,7 +7,9 @@ the launcher's container instance scopes that name to the launcher's
 connection (AddServer's ScopedNames, docs/containers.md): a real
 flatpak-portal may own it on the bus, and everyone else keeps reaching
 that one.  A call is answered only if the bus says (GetConnectionInstance)
-that its sender is in the launcher's own instance.
+that its sender is in the launcher's own instance.  flatpak-spawn needs
+nothing else from the sandbox: no /.flatpak-info (it reads $FLATPAK_ID
+only, to resolve --sandbox-expose-path, which is refused here anyway).
 
 Spawn starts a sibling bubblewrap sandbox, never anything wider than the
 app's: its network, devices, display and sound sockets are those asked for

@@ -3,14 +3,15 @@
 
 Every group whose bus has Containers1 becomes a container instance
 (proxy/native.py).  Groups on buses without it (dbus-daemon, dbus-broker,
-the a11y bus) are handed to the real xdg-dbus-proxy, one child process for
-all of them, until sandbus has a filtering proxy of its own.
+the a11y bus) get our own filtering proxy (proxy/backend.py), all of them
+on one asyncio loop in this process.
 
 The protocol with Flatpak: one byte `x` on --fd once every socket
 listens; exit when --fd hangs up or errs (the app's sandbox is gone).  On
 any failure: one line on stderr, exit 1, and --fd is closed without `x`
 (Flatpak then says "Failed to sync with dbus proxy")."""
 
+import logging
 import os
 import select
 import signal
@@ -20,9 +21,6 @@ from ..io.client import ClientError
 from ..io.fds import close_fds
 from . import cmdline, flatpak_info
 from .native import GroupError, NativeGroup, connect, has_native_support
-
-# xdg-dbus-proxy for buses without Containers1 (tests point it elsewhere).
-DELEGATE_VARIABLE = "SANDBUS_XDG_DBUS_PROXY"
 
 
 class ProxyError(Exception):
@@ -34,84 +32,22 @@ def _say(text: str) -> None:
     sys.stderr.flush()
 
 
-def _find_delegate():
-    import shutil  # here: Flatpak waits for our start-up, and most runs need no delegate
-    path = os.environ.get(DELEGATE_VARIABLE) or shutil.which("xdg-dbus-proxy")
-    if not path:
-        return None
-    try:
-        if os.path.samefile(path, sys.argv[0]):
-            return None  # installed as xdg-dbus-proxy itself
-    except OSError:
-        pass
-    return path
-
-
-class Delegate:
-    """The real xdg-dbus-proxy for the groups we cannot serve natively: it
-    says it is ready through a pipe of ours, and exits when we do (our end
-    of that pipe closes)."""
-
-    def __init__(self, groups):
-        self.groups = groups
-        self.proc = None
-        self.ready_r = None
-
-    def start(self) -> None:
-        import subprocess
-        binary = _find_delegate()
-        if binary is None:
-            names = ", ".join(g.address for g in self.groups)
-            raise ProxyError(f"{names}: the bus has no Containers1 (is it sandbus?), and xdg-dbus-proxy, "
-                             "which would proxy it, is not installed")
-        r, w = os.pipe()
-        argv = [binary, f"--fd={w}"]
-        for g in self.groups:
-            argv += g.argv()
-        try:
-            # stdin stays ours: in Flatpak's proxy sandbox /dev is read-only,
-            # so /dev/null cannot be opened for it
-            self.proc = subprocess.Popen(argv, pass_fds=(w,))
-        except OSError as e:
-            os.close(r)
-            raise ProxyError(f"cannot run {binary}: {e.strerror}") from None
-        finally:
-            os.close(w)
-        self.ready_r = r
-        got = os.read(r, 1)
-        if got != b"x":
-            rc = self.proc.wait()
-            raise ProxyError(f"{binary} failed (exit status {rc}) for "
-                             + ", ".join(g.address for g in self.groups))
-
-    def stop(self) -> None:
-        import subprocess
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.ready_r is not None:
-            os.close(self.ready_r)
-            self.ready_r = None
-
-
 class Proxy:
     def __init__(self, args):
         self.args = args
         self.native = []
-        self.delegate = None
+        self.proxied = []  # groups for the proxy back end
+        self.backends = []
+        self.loop = None
+        self.status = 0
 
     def start(self) -> None:
         app_id, metadata = None, None
-        delegated = []
         for group in self.args.groups:
             client = connect(group.address)
             if not has_native_support(client):
-                client.close()
-                delegated.append(group)
+                client.close()  # the bus is reachable: that is all a proxied group needs of it now
+                self.proxied.append(group)
                 continue
             if app_id is None:
                 try:
@@ -122,12 +58,29 @@ class Proxy:
             native = NativeGroup(group, client)
             self.native.append(native)
             native.start(app_id, metadata)
-        if delegated:
-            self.delegate = Delegate(delegated)
-            self.delegate.start()
+        if self.proxied:
+            self._start_backends(app_id)
+
+    def _start_backends(self, app_id) -> None:
+        import asyncio  # here: a native-only run does not pay for it
+        from .backend import ProxyGroup
+        if app_id is None:
+            try:
+                app_id = flatpak_info.load()[0]  # only to name the app in log lines
+            except flatpak_info.FlatpakInfoError:
+                app_id = None
+        if any(g.log for g in self.proxied):
+            logging.basicConfig(format=f"{cmdline.PROG}: %(message)s", level=logging.INFO)
+        self.loop = asyncio.new_event_loop()
+        for group in self.proxied:
+            backend = ProxyGroup(self.loop, group, app_id)
+            self.backends.append(backend)
+            backend.start()
 
     def wait(self, sync_fd) -> int:
         """Until sync_fd hangs up (0), or a bus connection closes (1)."""
+        if self.loop is not None:
+            return self._wait_loop(sync_fd)
         poller = select.poll()
         if sync_fd is not None:
             poller.register(sync_fd, 0)  # POLLHUP and POLLERR are always reported
@@ -139,22 +92,54 @@ class Proxy:
             for fd, _events in poller.poll():
                 if fd == sync_fd:
                     return 0
-                n = by_fd[fd]
-                try:
-                    close_fds(n.client.read_message(timeout=5).fds)
-                except (ClientError, OSError) as e:  # the bus went away: so did the app's connections
-                    _say(f"lost the bus at {n.group.address}: {e}")
-                    n.path = None
+                if self._native_event(by_fd[fd]):
                     return 1
+
+    def _native_event(self, n) -> bool:
+        """A native group's manager connection is readable: True if the bus is gone."""
+        try:
+            close_fds(n.client.read_message(timeout=5).fds)
+        except (ClientError, OSError) as e:  # the bus went away: so did the app's connections
+            _say(f"lost the bus at {n.group.address}: {e}")
+            n.path = None
+            return True
+        return False
+
+    def _wait_loop(self, sync_fd) -> int:
+        loop = self.loop
+
+        def done(status):
+            self.status = status
+            loop.stop()
+
+        if sync_fd is not None:
+            # the write end of a pipe is never readable: the loop reports
+            # its hang-up (EPOLLERR) as readable
+            loop.add_reader(sync_fd, done, 0)
+        for n in self.native:
+            loop.add_reader(n.client.fileno(), lambda n=n: self._native_event(n) and done(1))
+        loop.run_forever()
+        if sync_fd is not None:
+            loop.remove_reader(sync_fd)
+        for n in self.native:
+            loop.remove_reader(n.client.fileno())
+        return self.status
 
     def stop(self) -> None:
         for n in self.native:
             n.stop()
             n.close()
         self.native = []
-        if self.delegate is not None:
-            self.delegate.stop()
-            self.delegate = None
+        for b in self.backends:
+            b.stop()
+            try:
+                os.unlink(b.group.path)
+            except OSError:
+                pass
+        self.backends = []
+        if self.loop is not None:
+            self.loop.close()
+            self.loop = None
 
 
 def _terminate(signum, frame):

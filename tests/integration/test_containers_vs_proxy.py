@@ -23,6 +23,7 @@ differences kept on purpose; they are FLATPAK_DIFFERENCES here."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -30,10 +31,11 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from containers_util import SKIP_REFERENCE, ContainerBus
-from dbusproxy_util import SANDBUS_PROXY, ProxyProcess, write_flatpak_info
+from dbusproxy_util import SANDBUS_PROXY, ProxyProcess, dbus_daemon, write_flatpak_info
 from itutil import (
     BUS_IFACE,
     BUS_NAME,
@@ -45,6 +47,7 @@ from itutil import (
     echo_service,
     is_signal,
     wait_until,
+    write_config,
 )
 from jeepney import DBusAddress, HeaderFields, MessageType, new_method_call, new_signal
 
@@ -102,6 +105,40 @@ FLATPAK_A11Y_ARGS = [
 # -- the world: one bus, two services, a proxy and a container instance -------------------------
 
 
+def start_services(world, address):
+    """The services every world has on its bus, and a client outside."""
+    def emitter(iface, path, member="Broadcast"):
+        def emit(msg):
+            svc = world._by_iface[iface]
+            conn = svc.client.conn
+            conn.send(new_signal(DBusAddress(path, interface=iface), member, "s", ("hello",)),
+                      serial=next(conn.outgoing_serial))
+            return "", ()
+        return emit
+
+    world._by_iface = {}
+    notif = Service(address, NOTIF, {
+        "Notify": lambda m: ("u", (7,)),
+        "GetServerInformation": lambda m: ("ssss", SERVER_INFO),
+        "Emit": emitter(NOTIF, NOTIF_PATH),
+    })
+    world.services.append(notif)
+    world._by_iface[NOTIF] = notif
+    other = echo_service(address, OTHER)
+    other.handlers["Emit"] = emitter("com.example.Test", "/Test")
+    world.services.append(other)
+    world._by_iface["com.example.Test"] = other
+    world.notif_owner = notif.unique_name
+    world.other_owner = other.unique_name
+    other.handlers["EmitChanged"] = emitter("com.example.Test", "/Test", "Changed")
+    portal = echo_service(address, PORTAL)
+    world.services.append(portal)
+    world.services.append(Service(address, FDS_NAME, {"Take": lambda m: ("b", (True,))}, enable_fds=True))
+    world.services.append(Service(address, A11Y, {
+        "Embed": lambda m: ("", ()), "Unembed": lambda m: ("", ()), "GetChildren": lambda m: ("", ())}))
+    world.outside = Client(address)
+
+
 class World:
     def __init__(self):
         self.bus = ContainerBus()
@@ -115,38 +152,7 @@ class World:
 
     def _start(self):
         bus = self.bus
-
-        def emitter(iface, path, member="Broadcast"):
-            def emit(msg):
-                svc = self._by_iface[iface]
-                conn = svc.client.conn
-                conn.send(new_signal(DBusAddress(path, interface=iface), member, "s", ("hello",)),
-                          serial=next(conn.outgoing_serial))
-                return "", ()
-            return emit
-
-        self._by_iface = {}
-        notif = Service(bus.address, NOTIF, {
-            "Notify": lambda m: ("u", (7,)),
-            "GetServerInformation": lambda m: ("ssss", SERVER_INFO),
-            "Emit": emitter(NOTIF, NOTIF_PATH),
-        })
-        self.services.append(notif)
-        self._by_iface[NOTIF] = notif
-        other = echo_service(bus.address, OTHER)
-        other.handlers["Emit"] = emitter("com.example.Test", "/Test")
-        self.services.append(other)
-        self._by_iface["com.example.Test"] = other
-        self.notif_owner = notif.unique_name
-        self.other_owner = other.unique_name
-        other.handlers["EmitChanged"] = emitter("com.example.Test", "/Test", "Changed")
-        portal = echo_service(bus.address, PORTAL)
-        self.services.append(portal)
-        self.services.append(Service(bus.address, FDS_NAME, {"Take": lambda m: ("b", (True,))},
-                                     enable_fds=True))
-        self.services.append(Service(bus.address, A11Y, {
-            "Embed": lambda m: ("", ()), "Unembed": lambda m: ("", ()), "GetChildren": lambda m: ("", ())}))
-        self.outside = Client(bus.address)
+        start_services(self, bus.address)
 
         # xdg-dbus-proxy in front of the sandbus bus
         self.tmp = Path(tempfile.mkdtemp(prefix="sbproxy-"))
@@ -528,3 +534,101 @@ def test_sandbus_dbus_proxy_puts_nothing_in_between(world):
         path, _creds, ctype, name, metadata = world.outside.call(
             BUS_NAME, BUS_PATH, "org.freedesktop.DBus.Containers1", "GetConnectionInstance", "s", (c.unique_name,))
         assert (ctype, name) == ("org.flatpak", APP)
+
+
+# -- sandbus-dbus-proxy's proxy back end (a bus without Containers1) against xdg-dbus-proxy ------
+
+
+class ProxyModeWorld:
+    """The same services on a plain dbus-daemon, which has no Containers1:
+    Flatpak's two groups through xdg-dbus-proxy and through
+    sandbus-dbus-proxy, which then is a filtering proxy itself."""
+
+    def __init__(self):
+        self.services = []
+        self.flatpak = {}
+        self.addresses = {}
+        self.stack = contextlib.ExitStack()
+        self.tmp = Path(tempfile.mkdtemp(prefix="sbproxymode-"))
+        try:
+            self.bus_address = self.stack.enter_context(
+                dbus_daemon(self.tmp, config=write_config(self.tmp / "bus.conf")))
+            self.bus = SimpleNamespace(address=self.bus_address)  # what the operations use of a world's bus
+            start_services(self, self.bus_address)
+            info = write_flatpak_info(self.tmp / "flatpak-info", APP)
+            for label, argv0 in (("xdg", [PROXY]), ("ours", SANDBUS_PROXY)):
+                session, a11y = self.tmp / f"{label}-session", self.tmp / f"{label}-a11y"
+                for placeholder in (session, a11y):
+                    placeholder.write_text("")
+                p = ProxyProcess([*argv0, self.bus_address, str(session), *FLATPAK_SESSION_ARGS,
+                                  self.bus_address, str(a11y), *FLATPAK_A11Y_ARGS],
+                                 env={**os.environ, "SANDBUS_FLATPAK_INFO": str(info)})
+                self.flatpak[label] = p
+                assert p.ready, f"{label}: {p.stderr_text()}"
+                self.addresses[f"{label}-session"] = f"unix:path={session}"
+                self.addresses[f"{label}-a11y"] = f"unix:path={a11y}"
+        except BaseException:
+            self.stop()
+            raise
+
+    def address(self, mode):
+        return self.addresses[mode]
+
+    def proxy_pid(self, mode):
+        return self.flatpak["xdg" if mode.startswith("xdg") else "ours"].proc.pid
+
+    def stop(self):
+        for p in self.flatpak.values():
+            p.stop()
+        for s in self.services:
+            s.stop()
+        if getattr(self, "outside", None) is not None:
+            self.outside.close()
+        self.stack.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def proxy_world():
+    w = ProxyModeWorld()
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+def _proxy_pid(w, mode):
+    return ("ok", (w.proxy_pid(mode),))
+
+
+# In proxy mode both are proxies: each reports its own pid for the app.
+# The other differences are those of the native back end (docs/flatpak.md).
+PROXY_MODE_DIFFERENCES = {
+    **{k: v for k, v in FLATPAK_DIFFERENCES.items() if k != ("session", "own-unix-process-id")},
+    ("session", "own-unix-process-id"): (_proxy_pid, _proxy_pid, "both proxies: the bus sees the proxy's pid"),
+}
+
+
+@pytest.mark.parametrize("group,op", [("session", op) for op in sorted(SESSION_OPERATIONS)]
+                         + [("a11y", op) for op in sorted(A11Y_OPERATIONS)])
+def test_proxy_back_end_same_as_xdg_dbus_proxy(proxy_world, group, op):
+    world = proxy_world
+    operations = SESSION_OPERATIONS if group == "session" else A11Y_OPERATIONS
+    theirs, _ = _run(world, f"xdg-{group}", op, operations)
+    ours, _ = _run(world, f"ours-{group}", op, operations)
+    assert world.flatpak["xdg"].proc.poll() is None, "xdg-dbus-proxy died"
+    assert world.flatpak["ours"].proc.poll() is None, "sandbus-dbus-proxy died"
+    if (group, op) in PROXY_MODE_DIFFERENCES:
+        want_theirs, want_ours, reason = PROXY_MODE_DIFFERENCES[(group, op)]
+        assert theirs == _resolve(want_theirs, world, f"xdg-{group}"), (reason, theirs)
+        assert ours == _resolve(want_ours, world, f"ours-{group}"), (reason, ours)
+    else:
+        assert ours == theirs, {"xdg-dbus-proxy": theirs, "sandbus-dbus-proxy": ours}
+
+
+def test_proxy_back_end_is_in_between(proxy_world):
+    """No Containers1 upstream: the client's connection is the proxy's, and it is filtered."""
+    with Client(proxy_world.address("ours-session")) as c:
+        assert _driver(c, "GetConnectionUnixProcessID", "s", c.unique_name) == \
+            ("ok", (proxy_world.flatpak["ours"].proc.pid,))
+        assert A11Y not in _list_names(proxy_world, c)[1]  # a name the session group has no rule for

@@ -409,16 +409,13 @@ class FlatpakNative(SandbusContained):
 
 class FlatpakProxy(DbusDaemon):
     name = "flatpak-proxy"
-    description = ("dbus-daemon; clients connect through sandbus-dbus-proxy, which hands a bus "
-                   "without Containers1 to xdg-dbus-proxy")
+    description = ("dbus-daemon; clients connect through sandbus-dbus-proxy, whose own filtering "
+                   "proxy serves a bus without Containers1")
 
     def _start(self):
-        if not shutil.which("xdg-dbus-proxy"):
-            raise Unavailable("xdg-dbus-proxy is not on PATH")
         super()._start()
         proc, self.client_address = _start_sandbus_dbus_proxy(self, self.service_address)
-        # its xdg-dbus-proxy child does the proxying: both are counted
-        self.broker_pids = self.broker_pids + [proc.pid] + procstat.descendants(proc.pid)
+        self.broker_pids = self.broker_pids + [proc.pid]
 
     def stop(self):
         if getattr(self, "sync_fd", None) is not None:

@@ -19,7 +19,7 @@ from ..wire.sasl import SaslServer
 from .filter import ClientFilter
 from .native import allow_rules, listen_on
 from .stream import Stream
-from .upstream import UpstreamAuth, UpstreamError, connect, greeting
+from .upstream import UpstreamAuth, UpstreamError, connect, greeting, resolve
 from .view import ProxyInstance
 
 log = logging.getLogger("sandbus.proxy")
@@ -35,6 +35,7 @@ class ProxyGroup:
         rules = compile_allow(allow_rules(group)) if group.filter else None
         self.instance = ProxyInstance(app_id or group.path, rules, group.log, path=group.path)
         self.guid = secrets.token_hex(16)
+        self.target = resolve(group.address)  # once: every client connects there
         self.sock = None
         self.sessions = set()
 
@@ -66,6 +67,28 @@ class ProxyGroup:
             self.sock = None
 
 
+def _send_all(stream, out) -> None:
+    """Send (bytes, fds) items, those without fds in one write; the fds are
+    ours to close once the stream has its copies."""
+    if len(out) == 1:
+        data, fds = out[0]
+        stream.send(data, fds)
+        close_fds(fds)
+        return
+    batch = []
+    for data, fds in out:
+        if fds:
+            if batch:
+                stream.send(b"".join(batch))
+                batch = []
+            stream.send(data, fds)
+            close_fds(fds)
+        else:
+            batch.append(data)
+    if batch:
+        stream.send(b"".join(batch))
+
+
 class Session:
     """One client and its connection to the bus."""
 
@@ -85,7 +108,7 @@ class Session:
         loop = group.loop
         self.client = Stream(loop, conn, self._client_data, self._client_closed)
         try:
-            up = connect(group.group.address)
+            up = connect(group.target)
         except UpstreamError as e:
             self.client.close()
             raise OSError(str(e)) from None
@@ -132,6 +155,15 @@ class Session:
     def _client_frames(self, data, fds) -> None:
         f = self.filter
         try:
+            frame = None if fds else self.client_framer.single(data)
+            if frame is not None:
+                # one whole message, nothing pending: the common read
+                f.from_client(Message(frame, []))
+                if f.closed_reason:
+                    self.close(f.closed_reason)
+                    return
+                self._flush()
+                return
             for frame, mine in self.client_framer.frames(data, fds):
                 try:
                     msg = Message(bytes(frame), list(mine))
@@ -165,16 +197,19 @@ class Session:
             self.upstream_ready = True
             self.auth = None
             data, fds = b"", ()
-            for item in self.waiting:
-                self.upstream.send(*item)
-                close_fds(item[1])
-            self.waiting = []
+            waiting, self.waiting = self.waiting, []
+            _send_all(self.upstream, waiting)
             framer = auth.framer
         else:
             framer = self.bus_framer
         self.bus_framer = framer
         f = self.filter
         try:
+            frame = None if fds or f is None else framer.single(data)
+            if frame is not None:
+                f.from_bus(Message(frame, []))
+                self._flush()
+                return
             for frame, mine in framer.frames(data, fds):
                 msg = Message(bytes(frame), list(mine))
                 if f is None:
@@ -197,17 +232,13 @@ class Session:
             return
         if f.to_bus:
             out, f.to_bus = f.to_bus, []
-            for data, fds in out:
-                if self.upstream_ready:
-                    self.upstream.send(data, fds)
-                    close_fds(fds)
-                else:
-                    self.waiting.append((data, fds))
+            if self.upstream_ready:
+                _send_all(self.upstream, out)
+            else:
+                self.waiting.extend(out)
         if f.to_client:
             out, f.to_client = f.to_client, []
-            for data, fds in out:
-                self.client.send(data, fds)
-                close_fds(fds)
+            _send_all(self.client, out)
 
     def close(self, reason: str = "") -> None:
         if self.closed:

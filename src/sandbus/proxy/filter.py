@@ -390,10 +390,23 @@ class ClientFilter:
         self.view.peers[name] = me
         self.instance.add_member(name)
         self.state = SYNCING
-        self.syncing = 2
+        self.syncing = 1
         self._own_call("AddMatch", "s", (NAME_OWNER_CHANGED_RULE,), self._synced)
-        self._own_call("ListNames", "", (), self._listed)
+        rules = self.instance.access
+        if rules.subtree or rules.any:
+            # names to follow that we cannot name: the bus must list them
+            self.syncing += 1
+            self._own_call("ListNames", "", (), self._listed)
+        else:
+            # only exact names (xdg-dbus-proxy's --talk=NAME): one round trip
+            for n in rules.exact:
+                if n[0] != ":":
+                    self._follow(n)
         return None
+
+    def _follow(self, name: str) -> None:
+        self.syncing += 1
+        self._own_call("GetNameOwner", "s", (name,), self._owner_of(name))
 
     def _listed(self, reply) -> None:
         if reply.type == METHOD_RETURN:
@@ -402,8 +415,7 @@ class ClientFilter:
                 if n.startswith(":"):
                     view.peer(n)
                 elif n != DRIVER_NAME and view.follows(n):
-                    self.syncing += 1
-                    self._own_call("GetNameOwner", "s", (n,), self._owner_of(n))
+                    self._follow(n)
         self._synced(reply)
 
     def _owner_of(self, name):

@@ -68,6 +68,18 @@ class Stream:
         """Queue data (and copies of fds: the caller keeps its own)."""
         if self.closed:
             return
+        if not fds and not self.wqueue:
+            # the common case: the socket takes it all at once
+            try:
+                n = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError as e:
+                self.close(f"write error: {e.strerror}")
+                return
+            if n == len(data):
+                return
+            data = memoryview(data)[n:]
         if fds:
             try:
                 copies = [os.dup(fd) for fd in fds]

@@ -4,7 +4,9 @@ our socket's credentials, so a client of another user is refused there),
 with fd passing, all in one write (the bus answers OK and AGREE_UNIX_FD;
 BEGIN needs no answer), as sd-bus does."""
 
-from ..io.client import ClientError, connect_unix
+import socket
+
+from ..wire.address import parse_addresses
 from ..wire.framer import Framer, FramingError
 
 
@@ -16,13 +18,31 @@ def greeting(uid: int) -> bytes:
     return b"\0AUTH EXTERNAL " + str(uid).encode().hex().encode() + b"\r\nNEGOTIATE_UNIX_FD\r\nBEGIN\r\n"
 
 
-def connect(address: str, timeout: float = 5.0):
-    """A connected (blocking) socket to the bus: unix sockets connect at
-    once or not at all."""
+def resolve(address: str):
+    """Where a unix ADDRESS points: a path, or NUL + an abstract name."""
     try:
-        return connect_unix(address, timeout)
-    except (ClientError, ValueError) as e:
+        entries = parse_addresses(address)
+    except ValueError as e:
         raise UpstreamError(str(e)) from None
+    for transport, params in entries:
+        if transport == "unix":
+            if "path" in params:
+                return params["path"]
+            if "abstract" in params:
+                return "\0" + params["abstract"]
+    raise UpstreamError(f"{address}: no unix path= or abstract= address")
+
+
+def connect(target: str):
+    """A connected socket to the bus at target (resolve()); unix sockets
+    connect at once or not at all, so this blocks the loop no longer."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(target)
+    except OSError as e:
+        s.close()
+        raise UpstreamError(f"cannot connect to the bus: {e.strerror}") from None
+    return s
 
 
 class UpstreamAuth:

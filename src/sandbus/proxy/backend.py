@@ -146,6 +146,7 @@ class Session:
         if sasl.done:
             self.filter = ClientFilter(self.group.instance, unix_fds=sasl.unix_fds)
             self.sasl = None
+            self.client.on_data = self._client_frames
             if self.client_framer.fds and not sasl.unix_fds:
                 self.close("sent unix fds without negotiating them")
                 return

@@ -118,6 +118,12 @@ class Proxy:
             loop.add_reader(sync_fd, done, 0)
         for n in self.native:
             loop.add_reader(n.client.fileno(), lambda n=n: self._native_event(n) and done(1))
+        import gc
+        # What start-up made lives as long as we do: out of the collector's
+        # way.  Each message makes a few short-lived objects, freed by
+        # their reference counts; collections of the young ones can be rarer.
+        gc.freeze()
+        gc.set_threshold(20000, 20, 20)
         loop.run_forever()
         if sync_fd is not None:
             loop.remove_reader(sync_fd)

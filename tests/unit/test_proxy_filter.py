@@ -317,3 +317,14 @@ def test_without_filter_everything_passes():
     got = take(f.to_bus)
     assert [m.member for m in got] == ["Hello", "Do", "AddMatch"]
     assert len({m.serial for m in got}) == 3
+
+
+def test_a_client_cannot_make_the_proxy_hold_without_end():
+    from sandbus.proxy.filter import MAX_HELD
+    f = ClientFilter(instance())
+    f.from_client(bus_call(1, "Hello"))
+    for i in range(MAX_HELD):
+        f.from_client(call(2 + i, NOTIF, "/", NOTIF, "Notify"))
+    assert f.closed_reason is None
+    f.from_client(call(9999, NOTIF, "/", NOTIF, "Notify"))
+    assert f.closed_reason and "before the proxy knew the bus" in f.closed_reason

@@ -61,6 +61,10 @@ _TABLE = Driver(None)
 _U32 = {"l": struct.Struct("<I"), "B": struct.Struct(">I")}
 
 MAX_ALLOWED = 1024
+MAX_HELD = 1024
+# Calls the client received and has not answered yet that we remember (the
+# bus's own max_replies_per_connection bounds what it waits for anyway).
+MAX_INCOMING = 8192
 # the client's phases
 HELLO, REGISTERING, SYNCING, READY = range(4)
 
@@ -147,7 +151,7 @@ class ClientFilter:
         self.serial = 0  # of the messages we send upstream
         self.local_serial = 0  # of the answers we give the client ourselves
         self.pending = {}  # upstream serial -> _Pending
-        self.incoming = set()  # (caller, serial) of calls the client may answer
+        self.incoming = {}  # (caller, serial) of calls the client may answer, oldest first
         self.held = []  # client messages waiting for the picture of the bus
         self.syncing = 0  # our own calls still unanswered before READY
         self.match_rules = []  # the client's, to deliver only NameOwnerChanged it asked for
@@ -218,8 +222,11 @@ class ClientFilter:
             else:
                 # the bus refuses anything before Hello (and may hang up)
                 self._up(msg)
-        else:
+        elif len(self.held) < MAX_HELD:
             self.held.append(msg)
+        else:
+            self._drop(msg)
+            self.closed_reason = f"sent more than {MAX_HELD} messages before the proxy knew the bus"
 
     def _from_client_unfiltered(self, msg) -> None:
         # Without --filter the proxy passes everything, as xdg-dbus-proxy
@@ -237,7 +244,7 @@ class ClientFilter:
         if t == METHOD_RETURN or t == ERROR:
             key = (dest, msg.reply_serial)
             if key in self.incoming:
-                self.incoming.discard(key)
+                del self.incoming[key]
                 self.serial += 1
                 self.to_bus.append((set_serial(msg.data, msg.endian, self.serial), msg.fds))
             else:
@@ -502,7 +509,11 @@ class ClientFilter:
                 self._drop(msg)
                 return
             if t == METHOD_CALL and not msg.flags & NO_REPLY_EXPECTED:
-                self.incoming.add((sender_name, msg.serial))
+                incoming = self.incoming
+                if len(incoming) >= MAX_INCOMING:
+                    # a client that never answers: its oldest calls are the bus's to time out
+                    del incoming[next(iter(incoming))]
+                incoming[(sender_name, msg.serial)] = True
         elif not self.access.allow_broadcast(sender, me, msg):
             self._drop(msg)
             return
@@ -526,7 +537,7 @@ class ClientFilter:
                 seen = self.access.callers_seen.get(self.me)
                 if seen:
                     seen.discard(name)
-                self.incoming = {k for k in self.incoming if k[0] != name}
+                self.incoming = {k: True for k in self.incoming if k[0] != name}
             if ok:
                 self._deliver(msg, (msg.data, msg.fds))
             return

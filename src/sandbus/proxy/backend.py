@@ -11,15 +11,13 @@ import secrets
 import socket
 import struct
 
-from ..containers.rules import compile_allow
 from ..io.fds import close_fds
 from ..wire.framer import Framer, FramingError
 from ..wire.message import Message, ProtocolError
 from ..wire.sasl import SaslServer
 from .filter import ClientFilter
-from .native import allow_rules, listen_on
 from .stream import Stream
-from .upstream import UpstreamAuth, UpstreamError, connect, greeting, resolve
+from .upstream import UpstreamAuth, UpstreamError, connect, greeting
 from .view import ProxyInstance
 
 log = logging.getLogger("sandbus.proxy")
@@ -29,18 +27,20 @@ _UCRED = struct.Struct("3i")
 
 
 class ProxyGroup:
-    def __init__(self, loop, group, app_id: str):
+    """A group served by the proxy back end, from its Listening (made
+    before Flatpak was told we are ready: clients wait in the socket's
+    backlog until the loop runs)."""
+
+    def __init__(self, loop, listening, app_id: str):
         self.loop = loop
-        self.group = group
-        rules = compile_allow(allow_rules(group)) if group.filter else None
-        self.instance = ProxyInstance(app_id or group.path, rules, group.log, path=group.path)
+        self.group = group = listening.group
+        self.instance = ProxyInstance(app_id or group.path, listening.rules, group.log, path=group.path)
         self.guid = secrets.token_hex(16)
-        self.target = resolve(group.address)  # once: every client connects there
-        self.sock = None
+        self.target = listening.target  # resolved once: every client connects there
+        self.sock = listening.sock
         self.sessions = set()
 
     def start(self) -> None:
-        self.sock = listen_on(self.group.path)
         self.sock.setblocking(False)
         self.loop.add_reader(self.sock.fileno(), self._accept)
 

@@ -37,6 +37,7 @@ class Proxy:
         self.args = args
         self.native = []
         self.proxied = []  # groups for the proxy back end
+        self.listening = []  # proxied groups' sockets, until the loop serves them
         self.backends = []
         self.loop = None
         self.status = 0
@@ -62,24 +63,32 @@ class Proxy:
             self._start_backends(app_id)
 
     def _start_backends(self, app_id) -> None:
-        import asyncio  # here: a native-only run does not pay for it
-        from .backend import ProxyGroup
+        from .listening import Listening
         if app_id is None:
             try:
                 app_id = flatpak_info.load()[0]  # only to name the app in log lines
             except flatpak_info.FlatpakInfoError:
                 app_id = None
+        self.app_id = app_id
+        for group in self.proxied:
+            self.listening.append(Listening(group))
+
+    def _run_backends(self) -> None:
+        import asyncio  # after x: Flatpak is not kept waiting for it
+        from .backend import ProxyGroup
         if any(g.log for g in self.proxied):
             logging.basicConfig(format=f"{cmdline.PROG}: %(message)s", level=logging.INFO)
         self.loop = asyncio.new_event_loop()
-        for group in self.proxied:
-            backend = ProxyGroup(self.loop, group, app_id)
+        for listening in self.listening:
+            backend = ProxyGroup(self.loop, listening, self.app_id)
             self.backends.append(backend)
             backend.start()
+        self.listening = []
 
     def wait(self, sync_fd) -> int:
         """Until sync_fd hangs up (0), or a bus connection closes (1)."""
-        if self.loop is not None:
+        if self.listening:
+            self._run_backends()
             return self._wait_loop(sync_fd)
         poller = select.poll()
         if sync_fd is not None:
@@ -143,6 +152,13 @@ class Proxy:
             except OSError:
                 pass
         self.backends = []
+        for listening in self.listening:
+            listening.close()
+            try:
+                os.unlink(listening.group.path)
+            except OSError:
+                pass
+        self.listening = []
         if self.loop is not None:
             self.loop.close()
             self.loop = None

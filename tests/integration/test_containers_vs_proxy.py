@@ -511,20 +511,29 @@ FLATPAK_DIFFERENCES = {
 }
 
 
-@pytest.mark.parametrize("group,op", [("session", op) for op in sorted(SESSION_OPERATIONS)]
-                         + [("a11y", op) for op in sorted(A11Y_OPERATIONS)])
-def test_sandbus_dbus_proxy_same_as_xdg_dbus_proxy(world, group, op):
+FLATPAK_CASES = [("session", op) for op in sorted(SESSION_OPERATIONS)] + [("a11y", op) for op in sorted(A11Y_OPERATIONS)]
+
+
+def _same_as_xdg_dbus_proxy(world, ours_label, differences, group, op):
+    """One operation through xdg-dbus-proxy and through sandbus-dbus-proxy
+    (its processes world.flatpak["xdg"] and [ours_label]): equal outcomes,
+    or for the listed differences each side's outcome exactly."""
     operations = SESSION_OPERATIONS if group == "session" else A11Y_OPERATIONS
     theirs, _ = _run(world, f"xdg-{group}", op, operations)
-    ours, _ = _run(world, f"native-{group}", op, operations)
+    ours, _ = _run(world, f"{ours_label}-{group}", op, operations)
     assert world.flatpak["xdg"].proc.poll() is None, "xdg-dbus-proxy died"
-    assert world.flatpak["native"].proc.poll() is None, "sandbus-dbus-proxy died"
-    if (group, op) in FLATPAK_DIFFERENCES:
-        want_theirs, want_ours, reason = FLATPAK_DIFFERENCES[(group, op)]
+    assert world.flatpak[ours_label].proc.poll() is None, "sandbus-dbus-proxy died"
+    if (group, op) in differences:
+        want_theirs, want_ours, reason = differences[(group, op)]
         assert theirs == _resolve(want_theirs, world, f"xdg-{group}"), (reason, theirs)
-        assert ours == _resolve(want_ours, world, f"native-{group}"), (reason, ours)
+        assert ours == _resolve(want_ours, world, f"{ours_label}-{group}"), (reason, ours)
     else:
         assert ours == theirs, {"xdg-dbus-proxy": theirs, "sandbus-dbus-proxy": ours}
+
+
+@pytest.mark.parametrize("group,op", FLATPAK_CASES)
+def test_sandbus_dbus_proxy_same_as_xdg_dbus_proxy(world, group, op):
+    _same_as_xdg_dbus_proxy(world, "native", FLATPAK_DIFFERENCES, group, op)
 
 
 def test_sandbus_dbus_proxy_puts_nothing_in_between(world):
@@ -609,21 +618,9 @@ PROXY_MODE_DIFFERENCES = {
 }
 
 
-@pytest.mark.parametrize("group,op", [("session", op) for op in sorted(SESSION_OPERATIONS)]
-                         + [("a11y", op) for op in sorted(A11Y_OPERATIONS)])
+@pytest.mark.parametrize("group,op", FLATPAK_CASES)
 def test_proxy_back_end_same_as_xdg_dbus_proxy(proxy_world, group, op):
-    world = proxy_world
-    operations = SESSION_OPERATIONS if group == "session" else A11Y_OPERATIONS
-    theirs, _ = _run(world, f"xdg-{group}", op, operations)
-    ours, _ = _run(world, f"ours-{group}", op, operations)
-    assert world.flatpak["xdg"].proc.poll() is None, "xdg-dbus-proxy died"
-    assert world.flatpak["ours"].proc.poll() is None, "sandbus-dbus-proxy died"
-    if (group, op) in PROXY_MODE_DIFFERENCES:
-        want_theirs, want_ours, reason = PROXY_MODE_DIFFERENCES[(group, op)]
-        assert theirs == _resolve(want_theirs, world, f"xdg-{group}"), (reason, theirs)
-        assert ours == _resolve(want_ours, world, f"ours-{group}"), (reason, ours)
-    else:
-        assert ours == theirs, {"xdg-dbus-proxy": theirs, "sandbus-dbus-proxy": ours}
+    _same_as_xdg_dbus_proxy(proxy_world, "ours", PROXY_MODE_DIFFERENCES, group, op)
 
 
 def test_proxy_back_end_is_in_between(proxy_world):

@@ -66,7 +66,7 @@ MAX_HELD = 1024
 # bus's own max_replies_per_connection bounds what it waits for anyway).
 MAX_INCOMING = 8192
 # the client's phases
-HELLO, REGISTERING, SYNCING, READY = range(4)
+HELLO, SYNCING, READY = range(3)
 
 
 class _Manager:
@@ -217,8 +217,11 @@ class ClientFilter:
             self._judge_client(msg)
         elif self.state == HELLO:
             if msg.type == METHOD_CALL and msg.destination == DRIVER_NAME and msg.member == "Hello":
-                self.state = REGISTERING
+                # Our own calls go right behind the Hello (the bus answers
+                # in order): the picture of the bus is one round trip away.
+                self.state = SYNCING
                 self._up(msg, self._hello_reply)
+                self._learn()
             else:
                 # the bus refuses anything before Hello (and may hang up)
                 self._up(msg)
@@ -414,14 +417,17 @@ class ClientFilter:
 
     def _hello_reply(self, reply):
         if reply.type != METHOD_RETURN:
-            self.state = HELLO
+            # (LimitsExceeded): our calls behind it were refused too
+            self.closed_reason = f"the bus refused Hello: {reply.error_name}"
             return None
         name = reply.body()[0]
         me = self.me
         me.unique_name = name
         self.view.peers[name] = me
         self.instance.add_member(name)
-        self.state = SYNCING
+        return None
+
+    def _learn(self) -> None:
         self.syncing = 1
         self._own_call("AddMatch", "s", (NAME_OWNER_CHANGED_RULE,), self._synced)
         rules = self.instance.access
@@ -434,7 +440,6 @@ class ClientFilter:
             for n in rules.exact:
                 if n[0] != ":":
                     self._follow(n)
-        return None
 
     def _follow(self, name: str) -> None:
         self.syncing += 1

@@ -16,6 +16,8 @@ class ProxyInstance:
     other, as connections of one instance may)."""
 
     learner = None  # a proxy never learns: its rules are the command line
+    scoped = frozenset()  # no ScopedNames (docs/containers.md): names are the bus's
+    creator = None
 
     def __init__(self, name: str, access, log_denials: bool = False, path: str = "/"):
         self.type = "org.flatpak"

@@ -35,7 +35,8 @@ Proxy Options:
     --broadcast=NAME=RULE        Set RULE for broadcasts from NAME
 
 On a bus with Containers1 (sandbus) each ADDRESS PATH becomes a container
-instance of type org.flatpak listening on PATH, with no proxy in between.
+instance of type org.flatpak listening on PATH, with no proxy in between;
+on any other bus it is a filtering proxy on PATH, as xdg-dbus-proxy is.
 """
 VERSION = f"{PROG} {__version__} (xdg-dbus-proxy compatible)"
 

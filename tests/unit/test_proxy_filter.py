@@ -339,3 +339,22 @@ def test_a_client_cannot_make_the_proxy_hold_without_end():
     assert f.closed_reason is None
     f.from_client(call(9999, NOTIF, "/", NOTIF, "Notify"))
     assert f.closed_reason and "before the proxy knew the bus" in f.closed_reason
+
+
+def test_no_pidfd_of_a_connection_outside_the_app():
+    """As the bus gives a contained caller (core/driver.py): the pid, not a
+    handle on the process."""
+    from sandbus.wire.marshal import Variant
+    f, _ = ready_filter()
+    f.from_client(bus_call(5, "GetConnectionCredentials", "s", (NOTIF,)))
+    m = only(f.to_bus)
+    r, w = os.pipe()
+    os.close(w)
+    creds = {"ProcessID": Variant("u", 42), "ProcessFD": Variant("h", 0)}
+    f.from_bus(msg(build_message(METHOD_RETURN, 100, reply_serial=m.serial, sender=BUS, destination=ME,
+                                 signature="a{sv}", body=(creds,), unix_fds=1), [r]))
+    got = only(f.to_client)
+    assert got.reply_serial == 5 and got.fds == [] and got.unix_fds == 0
+    assert set(got.body()[0]) == {"ProcessID"}
+    with pytest.raises(OSError):
+        os.fstat(r)  # ours to close, and closed

@@ -345,7 +345,7 @@ class ClientFilter:
         view = self.access.driver_call(me, row, msg, args)
         on_reply = None
         if row.interface == DRIVER_IFACE:
-            if view is not None and member in NO_SUCH_NAME or member == "NameHasOwner":
+            if view is not None and (member in NO_SUCH_NAME or member == "NameHasOwner"):
                 name = args[0]
                 if name != DRIVER_NAME and not view.sees(name, self.view.lookup(name)):
                     self._drop(msg)

@@ -75,7 +75,7 @@ def main(argv=None):
         buses.append(dbus_daemon)
         systems = [
             ("dbus-daemon + xdg-dbus-proxy", dbus_address, None),
-            ("dbus-daemon + sandbus-dbus-proxy (delegates)", dbus_address, world.sandbus_proxy),
+            ("dbus-daemon + sandbus-dbus-proxy (proxy back end)", dbus_address, world.sandbus_proxy),
             ("sandbus + xdg-dbus-proxy", sandbus_address, None),
             ("sandbus + sandbus-dbus-proxy (native)", sandbus_address, world.sandbus_proxy),
         ]

@@ -529,3 +529,21 @@ def test_index_survives_add_and_remove_churn(bus):
     b.clear()
     a.signal("M", interface="a.b", path="/p")
     assert len(b.received()) == 1
+
+
+@pytest.mark.parametrize("text, canonical", [
+    ("", ""),
+    ("member=Changed,type=signal", "type='signal',member='Changed'"),
+    ("eavesdrop=false,type='error'", "type='error'"),
+    ("arg3=x,arg0namespace=a.b,eavesdrop=true", "eavesdrop='true',arg0namespace='a.b',arg3='x'"),
+    ("arg1path=/p/,arg0=y", "arg0='y',arg1path='/p/'"),
+    ("destination=:1.2,sender=a.b,path_namespace=/o,interface=i.j",
+     "interface='i.j',path_namespace='/o',sender='a.b',destination=':1.2'"),
+    ("arg0=it\\'s", "arg0='it'\\''s'"),
+])
+def test_canonical_spelling(text, canonical):
+    # dbus-daemon's match_rule_to_string (tests/integration/test_driver.py
+    # compares with it live); the canonical text parses to the same rule
+    rule = MatchRule(text)
+    assert rule.canonical() == canonical
+    assert MatchRule(canonical).key == rule.key

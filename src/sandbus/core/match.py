@@ -14,6 +14,7 @@ from ..wire.names import (
 from .errors import MATCH_RULE_INVALID, DBusError
 
 _TYPES = {"signal": SIGNAL, "method_call": METHOD_CALL, "method_return": METHOD_RETURN, "error": ERROR}
+_TYPE_NAMES = {v: k for k, v in _TYPES.items()}
 MAX_ARG = 63
 
 
@@ -92,6 +93,29 @@ class MatchRule:
             self.path_namespace, self.destination, tuple(sorted(self.args.items())),
             tuple(sorted(self.arg_paths.items())), self.arg0namespace, self.eavesdrop,
         )
+
+    def canonical(self) -> str:
+        """The rule as dbus-daemon spells it back (GetAllMatchRules;
+        bus/signals.c: match_rule_to_string): keys in a fixed order, every
+        value quoted, an apostrophe written '\\'' (close, escape, reopen),
+        eavesdrop only when true, arguments by number."""
+        parts = []
+        if self.type is not None:
+            parts.append(("type", _TYPE_NAMES[self.type]))
+        for key in ("interface", "member", "path", "path_namespace", "sender", "destination"):
+            value = getattr(self, key)
+            if value is not None:
+                parts.append((key, value))
+        if self.eavesdrop:
+            parts.append(("eavesdrop", "true"))
+        for n in range(self.max_arg + 1):
+            if n in self.args:
+                parts.append((f"arg{n}", self.args[n]))
+            elif n in self.arg_paths:
+                parts.append((f"arg{n}path", self.arg_paths[n]))
+            elif n == 0 and self.arg0namespace is not None:
+                parts.append(("arg0namespace", self.arg0namespace))
+        return ",".join("%s='%s'" % (key, value.replace("'", "'\\''")) for key, value in parts)
 
     def _set(self, key: str, value: str) -> None:
         if key == "type":

@@ -33,8 +33,14 @@ class Change:
 
 class NameRegistry:
     def __init__(self):
-        # name -> list of [peer, flags]; entry 0 is the primary owner
+        # name -> list of [peer, flags, joined]; entry 0 is the primary
+        # owner; joined orders a peer's names by when it entered each queue
         self._queues = {}
+        self._joined = 0
+
+    def _entry(self, peer, flags) -> list:
+        self._joined += 1
+        return [peer, flags, self._joined]
 
     def owner(self, name: str):
         q = self._queues.get(name)
@@ -44,16 +50,16 @@ class NameRegistry:
         return self._queues.keys()
 
     def queue(self, name: str) -> list:
-        return [peer for peer, _ in self._queues.get(name, ())]
+        return [entry[0] for entry in self._queues.get(name, ())]
 
     def request(self, peer, name: str, flags: int):
         """Returns (reply code, [Change])."""
         q = self._queues.get(name)
         if not q:
-            self._queues[name] = [[peer, flags]]
+            self._queues[name] = [self._entry(peer, flags)]
             peer.names.add(name)
             return PRIMARY_OWNER, [Change(name, None, peer)]
-        primary, primary_flags = q[0]
+        primary, primary_flags = q[0][0], q[0][1]
         if primary is peer:
             q[0][1] = flags
             return ALREADY_OWNER, []
@@ -64,7 +70,7 @@ class NameRegistry:
                 q.pop(0)
             else:
                 primary.queued.add(name)  # it waits at the head of the queue
-            q.insert(0, [peer, flags])
+            q.insert(0, self._entry(peer, flags))
             peer.names.add(name)
             return PRIMARY_OWNER, [Change(name, primary, peer)]
         if flags & DO_NOT_QUEUE:
@@ -75,7 +81,7 @@ class NameRegistry:
                 entry[1] = flags
                 break
         else:
-            q.append([peer, flags])
+            q.append(self._entry(peer, flags))
             peer.queued.add(name)
         return IN_QUEUE, []
 
@@ -111,12 +117,14 @@ class NameRegistry:
         return Change(name, old, None)
 
     def drop_peer(self, peer) -> list:
-        """Remove the peer from every queue; returns the primary-owner changes."""
+        """Remove the peer from every queue; returns the primary-owner changes,
+        the name it joined last first, as dbus-daemon releases them
+        (bus/connection.c walks services_owned from its end)."""
         changes = []
-        for name in sorted(peer.names):
-            q = self._queues.get(name)
-            if q and q[0][0] is peer:
-                changes.append(self._drop_primary(name, q))
+        owned = [(self._queues[name][0][2], name) for name in peer.names
+                 if self._queues.get(name) and self._queues[name][0][0] is peer]
+        for _, name in sorted(owned, reverse=True):
+            changes.append(self._drop_primary(name, self._queues[name]))
         for name in list(peer.queued):
             self._remove_from_queue(self._queues[name], peer, name)
         peer.names.clear()

@@ -65,14 +65,7 @@ EXCEPTIONS: dict = {
 # not choices, each with what is missing.  They run like the rest (with a
 # short timeout, since both hang on sandbus) and are reported in the table;
 # one that starts passing fails, so that it is taken off this list.
-KNOWN_GAPS: dict = {
-    "test-monitor:/monitor/forbidden-reply":
-        "the bus's own messages (NameAcquired, replies) are not checked against the receivers' "
-        "receive rules; dbus-daemon refuses them and shows monitors the AccessDenied",
-    "test-monitor:/monitor/activation":
-        "monitors do not see the ActivationRequest queued for a systemd that is not connected yet "
-        "where dbus-daemon shows it (before the message that caused it)",
-}
+KNOWN_GAPS: dict = {}
 GAP_TIMEOUT = 5.0
 
 # Scripts: one process, several TAP results; run whole.

@@ -6,7 +6,7 @@ import struct
 import time
 
 import pytest
-from jeepney.low_level import Parser
+from jeepney.low_level import HeaderFields, Parser
 
 from itutil import (
     BUS_NAME,
@@ -26,6 +26,7 @@ from itutil import (
 )
 
 UID_HEX = str(os.getuid()).encode().hex().encode()
+PEER_IFACE = "org.freedesktop.DBus.Peer"
 ERR = "org.freedesktop.DBus.Error."
 
 
@@ -431,3 +432,55 @@ def test_half_open_connections_do_not_block(bus):
     finally:
         for s in parked:
             s.close()
+
+
+@pytest.mark.parametrize("kind", ["call-to-a-name", "broadcast-signal", "reply-to-a-peer"])
+def test_message_for_others_before_hello_closes_the_connection(bus, kind):
+    """Before Hello a connection may talk only to the bus: dbus-daemon closes
+    it for anything else, answers nothing, and shows monitors the message
+    under the sender ":not.active.yet" (bus/dispatch.c)."""
+    fields = {
+        "call-to-a-name": (1, [(1, "o", "/x"), (2, "s", "com.example.I"), (3, "s", "M"),
+                               (6, "s", "com.example.Nobody")]),
+        "broadcast-signal": (4, [(1, "o", "/x"), (2, "s", "com.example.I"), (3, "s", "S")]),
+        "reply-to-a-peer": (2, [(5, "u", 1), (6, "s", ":1.0")]),
+    }[kind]
+    mon = Client(bus.address)
+    mon.call(BUS_NAME, BUS_PATH, "org.freedesktop.DBus.Monitoring", "BecomeMonitor", "asu", ([], 0))
+    s = raw_connect(bus)
+    try:
+        raw_auth(s)
+        s.sendall(raw_message(fields[0], fields=fields[1], serial=7))
+        assert read_until_closed(s) == b""
+    finally:
+        s.close()
+    m = mon.wait_for(lambda m: m.header.fields.get(HeaderFields.sender) == ":not.active.yet")
+    assert (m.header.serial, m.header.message_type.value) == (7, fields[0]), describe(m)
+    mon.close()
+    assert_bus_alive(bus)
+
+
+def test_destinationless_calls_before_hello_are_answered_by_the_connection(module_bus):
+    """A method call with no destination never reaches dbus-daemon's
+    dispatcher, not even before Hello: libdbus on the connection answers
+    Peer.Ping, and UnknownMethod to anything else, from no sender to no
+    destination; the connection may still say Hello afterwards."""
+    s = raw_connect(module_bus)
+    try:
+        raw_auth(s)
+        s.sendall(raw_message(fields=[(1, "o", "/"), (2, "s", PEER_IFACE), (3, "s", "Ping")], serial=3))
+        s.sendall(raw_message(fields=[(1, "o", "/"), (2, "s", "com.example.I"), (3, "s", "M")], serial=4))
+        ping, unknown = recv_messages(s, 2)
+        assert ping.header.message_type == MessageType.method_return, describe(ping)
+        assert ping.header.fields[5] == 3
+        assert error_name(unknown) == ERR + "UnknownMethod", describe(unknown)
+        assert unknown.header.fields[5] == 4
+        assert unknown.body == ('Method "M" with signature "" on interface "com.example.I" doesn\'t exist\n',)
+        for m in (ping, unknown):
+            assert 6 not in m.header.fields and 7 not in m.header.fields, describe(m)  # no destination, no sender
+        s.sendall(hello_bytes(serial=5))
+        (reply, _acquired) = recv_messages(s, 2)
+        assert reply.header.message_type == MessageType.method_return
+        assert reply.body[0].startswith(":")
+    finally:
+        s.close()

@@ -346,6 +346,87 @@ def test_stats(client):
     assert cs["UniqueName"] == ("s", client.unique_name)
 
 
+def test_get_all_match_rules_in_canonical_form(client):
+    """Debug.Stats gives each rule back as dbus-daemon spells it
+    (bus/signals.c: match_rule_to_string): fixed key order, every value
+    quoted, an apostrophe as '\\'', eavesdrop only when true."""
+    rules = {
+        "member='Changed',type='signal'": "type='signal',member='Changed'",
+        "arg2='x',arg0namespace='com.example',path_namespace='/a',eavesdrop=true":
+            "path_namespace='/a',eavesdrop='true',arg0namespace='com.example',arg2='x'",
+        "arg1path='/p/',destination=':1.999',sender=org.freedesktop.DBus,path=/o,interface=a.b":
+            "interface='a.b',path='/o',sender='org.freedesktop.DBus',destination=':1.999',arg1path='/p/'",
+        "arg0=it\\'s,eavesdrop='false',type=method_call": "type='method_call',arg0='it'\\''s'",
+        "arg3='a'\\''b'": "arg3='a'\\''b'",
+        "": "",
+    }
+    for text in rules:
+        client.add_match(text)
+    (all_rules,) = client.call(BUS_NAME, BUS_PATH, "org.freedesktop.DBus.Debug.Stats", "GetAllMatchRules")
+    assert sorted(all_rules[client.unique_name]) == sorted(rules.values())
+
+
+def test_destinationless_method_calls_are_answered_by_the_connection(bus, client):
+    """dbus-daemon never dispatches a method call with no destination, nor
+    anything on the Peer interface without one: libdbus on the connection
+    answers Ping and GetMachineId, and UnknownMethod to the rest, from no
+    sender to no destination; monitors see none of it, and a Peer signal is
+    not broadcast."""
+    mon = Client(bus.address)
+    mon.call(BUS_NAME, BUS_PATH, "org.freedesktop.DBus.Monitoring", "BecomeMonitor", "asu", ([], 0))
+    with Client(bus.address) as watcher:
+        watcher.add_match("")
+
+        def ask(mtype, iface, member):
+            m = new_method_call(DBusAddress("/x", bus_name="x.y", interface=iface), member)
+            del m.header.fields[HeaderFields.destination]
+            if iface is None:
+                m.header.fields.pop(HeaderFields.interface, None)
+            m.header.message_type = mtype
+            r = client.call_msg(m)
+            assert HeaderFields.sender not in r.header.fields, describe(r)
+            assert HeaderFields.destination not in r.header.fields, describe(r)
+            return r
+
+        r = ask(MessageType.method_call, PEER, "Ping")
+        assert (r.header.message_type, r.body) == (MessageType.method_return, ())
+        r = ask(MessageType.method_call, PEER, "GetMachineId")
+        assert r.header.message_type == MessageType.method_return
+        assert r.body == client.call(BUS_NAME, BUS_PATH, PEER, "GetMachineId")
+        for mtype, member in ((MessageType.method_call, "Nope"), (MessageType.signal, "Ping")):
+            r = ask(mtype, PEER, member)
+            assert (error_name(r), r.body) == (ERR + "UnknownMethod",
+                                               ("Unknown method invoked on org.freedesktop.DBus.Peer interface",))
+        for iface in ("com.example.I", None):
+            r = ask(MessageType.method_call, iface, "M")
+            assert (error_name(r), r.body) == (ERR + "UnknownMethod", (
+                f'Method "M" with signature "" on interface "{iface or "(null)"}" doesn\'t exist\n',))
+        client.send(new_method_call(DBusAddress("/mark", bus_name=watcher.unique_name, interface="com.example.Mark"),
+                                    "Mark"))
+        got = watcher.wait_for(lambda m: m.header.fields.get(HeaderFields.member) == "Mark")
+        seen = []
+        mon.wait_for(lambda m: seen.append(m) or m.header.fields.get(HeaderFields.member) == "Mark")
+        ours = [m for m in seen if m.header.fields.get(HeaderFields.sender) == client.unique_name
+                or m.header.fields.get(HeaderFields.destination) == client.unique_name]
+        # only the GetMachineId call to the bus, its reply, and the mark
+        assert [(m.header.message_type, m.header.fields.get(HeaderFields.member)) for m in ours] == [
+            (MessageType.method_call, "GetMachineId"), (MessageType.method_return, None),
+            (MessageType.method_call, "Mark")], [describe(m) for m in ours]
+        watcher.assert_no(lambda m: m.header.fields.get(HeaderFields.interface) == PEER)
+        assert got
+    mon.close()
+
+
+def test_start_service_by_name_wants_a_service_file_before_an_owner(client):
+    """dbus-daemon looks up the .service file first: a name that has an
+    owner but no .service file is ServiceUnknown, not ALREADY_RUNNING (2),
+    and so are unique names and the bus's own name."""
+    assert client.bus("RequestName", "su", "com.example.Owned", 4) == (1,)
+    for name in ("com.example.Owned", client.unique_name, BUS_NAME):
+        e = client.bus_error("StartServiceByName", "su", name, 0)
+        assert (e.name, e.text) == (ERR + "ServiceUnknown", f"The name {name} was not provided by any .service files")
+
+
 def test_call_missing_name_service_unknown(client):
     with pytest.raises(DBusErrorReply) as ei:
         client.call("com.example.NotThere", "/", "com.example.X", "Foo")

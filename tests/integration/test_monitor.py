@@ -12,6 +12,7 @@ from itutil import (
     describe,
     echo_service,
     is_closed,
+    is_signal,
     run,
     wait_until,
 )
@@ -217,3 +218,73 @@ def test_monitor_rule_with_well_known_destination(bus):
         members = [m.header.fields.get(HeaderFields.member) for m in seen]
         assert "To" + owner.unique_name.replace(".", "_").lstrip(":") in members, members
         mon.close()
+
+
+def _summary(m):
+    f = m.header.fields
+    return (m.header.message_type.name, f.get(HeaderFields.member) or f.get(HeaderFields.error_name),
+            f.get(HeaderFields.sender), f.get(HeaderFields.destination), m.body)
+
+
+def test_monitor_sees_a_client_come_and_go(bus):
+    """Around a client's life a monitor sees its Hello (under the name it
+    gets), the reply, NameOwnerChanged, NameAcquired; when it disconnects,
+    for each name, the one taken last first and its unique name last, the
+    NameLost the bus addresses to it before the NameOwnerChanged."""
+    mon = Client(bus.address)
+    mon.call(BUS_NAME, BUS_PATH, MON, "BecomeMonitor", "asu", ([], 0))
+    c = Client(bus.address)
+    me = c.unique_name
+    assert c.bus("RequestName", "su", "com.example.First", 4) == (1,)
+    assert c.bus("RequestName", "su", "com.example.Second", 4) == (1,)
+    c.close()
+    seen = []
+    mon.wait_for(lambda m: seen.append(m) or (m.header.fields.get(HeaderFields.member) == "NameOwnerChanged"
+                                              and m.body == (me, me, "")))
+    ours = [_summary(m) for m in seen
+            if me in (m.header.fields.get(HeaderFields.sender), m.header.fields.get(HeaderFields.destination))
+            or m.body and m.body[0] in (me, "com.example.First", "com.example.Second")]
+    calls = []
+    for name in ("com.example.First", "com.example.Second"):
+        calls += [("method_call", "RequestName", me, BUS_NAME, (name, 4)),
+                  ("signal", "NameOwnerChanged", BUS_NAME, None, (name, "", me)),
+                  ("signal", "NameAcquired", BUS_NAME, me, (name,)),
+                  ("method_return", None, BUS_NAME, me, (1,))]
+    assert ours == [
+        ("method_call", "Hello", me, BUS_NAME, ()),
+        ("method_return", None, BUS_NAME, me, (me,)),
+        ("signal", "NameOwnerChanged", BUS_NAME, None, (me, "", me)),
+        ("signal", "NameAcquired", BUS_NAME, me, (me,)),
+        *calls,
+        ("signal", "NameLost", BUS_NAME, me, ("com.example.Second",)),
+        ("signal", "NameOwnerChanged", BUS_NAME, None, ("com.example.Second", me, "")),
+        ("signal", "NameLost", BUS_NAME, me, ("com.example.First",)),
+        ("signal", "NameOwnerChanged", BUS_NAME, None, ("com.example.First", me, "")),
+        ("signal", "NameLost", BUS_NAME, me, (me,)),
+        ("signal", "NameOwnerChanged", BUS_NAME, None, (me, me, "")),
+    ], ours
+    mon.close()
+
+
+def test_monitor_sees_the_bus_refuse_its_own_message(bus_factory):
+    """The bus's own messages meet the receiver's receive rules too: a
+    NameAcquired the policy forbids is not delivered, and monitors see it
+    followed by an AccessDenied from the bus to itself (dbus's
+    /monitor/forbidden-reply)."""
+    b = bus_factory(extra_xml='<policy context="default"><deny receive_interface="org.freedesktop.DBus" '
+                              'receive_member="NameAcquired"/></policy>')
+    mon = Client(b.address)
+    mon.call(BUS_NAME, BUS_PATH, MON, "BecomeMonitor", "asu", ([], 0))
+    with Client(b.address) as c:
+        assert c.bus("RequestName", "su", "com.example.Sender", 4) == (1,)
+        seen = []
+        mon.wait_for(lambda m: seen.append(m) or (m.header.message_type.name == "method_return"
+                                                  and m.header.fields.get(HeaderFields.destination) == c.unique_name
+                                                  and m.body == (1,)))
+        i = next(i for i, m in enumerate(seen) if m.header.fields.get(HeaderFields.member) == "NameAcquired"
+                 and m.body == ("com.example.Sender",))
+        acquired, error = seen[i], seen[i + 1]
+        assert _summary(error)[:4] == ("error", "org.freedesktop.DBus.Error.AccessDenied", BUS_NAME, BUS_NAME)
+        assert error.header.fields[HeaderFields.reply_serial] == acquired.header.serial
+        c.assert_no(lambda m: is_signal(m, "NameAcquired"))
+    mon.close()

@@ -79,13 +79,10 @@ def test_hello_with_no_reply_expected_is_still_answered(bus):
 
 @pytest.mark.parametrize("first", [
     dict(mtype=METHOD_CALL, destination=BUS_NAME, path=BUS_PATH, interface=BUS_IFACE, member="ListNames"),
-    dict(mtype=METHOD_CALL, destination="com.example", path="/", member="Hello"),
     dict(mtype=METHOD_CALL, destination=BUS_NAME, path=BUS_PATH, interface="com.example.I", member="Hello"),
     dict(mtype=SIGNAL, destination=BUS_NAME, path=BUS_PATH, interface=BUS_IFACE, member="Hello"),
-    dict(mtype=SIGNAL, path="/a", interface="a.b", member="S"),
-    dict(mtype=METHOD_RETURN, destination=":1.0", reply_serial=1),
 ])
-def test_anything_before_hello_gets_access_denied(bus, first):
+def test_anything_for_the_bus_before_hello_gets_access_denied(bus, first):
     # dbus-daemon 1.14 answers AccessDenied, addressed to ":not.active.yet",
     # and routes nothing (tests/integration/test_bad_input.py checks it live).
     watcher = connect(bus)
@@ -98,6 +95,24 @@ def test_anything_before_hello_gets_access_denied(bus, first):
     assert err.error_name == ERR + "AccessDenied"
     assert err.destination == ":not.active.yet"
     assert watcher.received() == []  # nothing was routed
+
+
+@pytest.mark.parametrize("first", [
+    dict(mtype=METHOD_CALL, destination="com.example", path="/", member="Hello"),
+    dict(mtype=SIGNAL, path="/a", interface="a.b", member="S"),
+    dict(mtype=METHOD_RETURN, destination=":1.0", reply_serial=1),
+])
+def test_a_message_for_others_before_hello_closes_the_connection(bus, first):
+    # dbus-daemon closes the connection and routes nothing (bus/dispatch.c;
+    # tests/integration/test_bad_input.py checks it live)
+    watcher = connect(bus)
+    watcher.bus_ok("AddMatch", "s", ("",))
+    c = Client(bus)
+    mtype = first.pop("mtype")
+    c.send(mtype, **first)
+    assert c.closed
+    assert c.sink.sent == []
+    assert watcher.received() == []
 
 
 def test_hello_twice_fails(bus):
@@ -313,13 +328,14 @@ def test_signals_and_replies_to_the_driver_are_dropped(bus):
     assert not a.closed
 
 
-def test_start_service_by_name(bus):
+def test_start_service_by_name_needs_a_service_file_even_for_an_owned_name(bus):
+    # dbus-daemon looks for the .service file before it looks for an owner
+    # (tests/integration/test_activation.py checks it live)
     a, b = connect(bus), connect(bus)
     b.bus_ok("RequestName", "su", ("com.example.Running", 0))
-    assert a.bus_ok("StartServiceByName", "su", ("com.example.Running", 0)) == [2]
-    assert a.bus_ok("StartServiceByName", "su", (b.unique_name, 0)) == [2]
-    assert a.bus_error("StartServiceByName", "su", ("a.b", 0)) == (
-        ERR + "ServiceUnknown", "The name a.b was not provided by any .service files")
+    for name in ("com.example.Running", b.unique_name, "a.b"):
+        assert a.bus_error("StartServiceByName", "su", (name, 0)) == (
+            ERR + "ServiceUnknown", f"The name {name} was not provided by any .service files")
 
 
 def test_start_service_by_name_of_the_bus(bus):

@@ -514,7 +514,7 @@ def test_list_queued_owners_needs_own_and_lists_only_visible_owners(cb):
 
 
 def test_start_service_by_name_needs_talk(cb, tmp_path):
-    spawner = cb.with_activation(tmp_path, "com.example.Act")
+    spawner = cb.with_activation(tmp_path, "com.example.Act", SVC)
     running = owner_of(cb, SVC)
     creator = cb.client()
     _, blind = mediated(cb, creator=creator)

@@ -135,11 +135,16 @@ class Activation:
 
     def activate_for_message(self, sender, msg) -> None:
         """Auto-start: queue msg (a copy, with our own fds) until its
-        destination appears, or answer it with the failure."""
-        try:
-            self._activate(sender, msg, msg.destination, auto=True)
-        except DBusError as e:
-            self.bus.send_error_to(sender, msg.serial, e.name, e.message)
+        destination appears; raises DBusError when it cannot even start
+        (the caller answers, core/driver.py)."""
+        self._activate(sender, msg, msg.destination, auto=True)
+
+    def check_limit(self, name: str) -> None:
+        limit = self.bus.limits.max_pending_service_starts
+        if self.n_queued >= limit:
+            raise DBusError(errors.LIMITS_EXCEEDED,
+                            f"The maximum number of pending activations has been reached, activation of "
+                            f"{name} failed (max_pending_service_starts={limit})")
 
     def start_by_name(self, peer, msg, name) -> None:
         """StartServiceByName: the reply (1 = STARTED) is sent once the name
@@ -169,12 +174,14 @@ class Activation:
         for q in pending.queue:
             if not q.auto:
                 continue
+            # monitors saw each when it was queued: dbus-daemon resumes
+            # dispatching where it left off, without a second capture
             try:
                 if q.conn is None:
                     if not owner.closed:
-                        bus.send_bus_message(owner, q.msg.data)
+                        bus.send_bus_message(owner, q.msg.data, capture=False)
                 elif not q.conn.closed:
-                    bus.route(q.conn, q.msg)
+                    bus.unicast(q.conn, owner, q.msg, False)
             finally:
                 if q.msg.fds:
                     bus.release_fds(q.msg.fds)
@@ -204,11 +211,7 @@ class Activation:
 
     def _activate(self, conn, msg, name: str, auto: bool) -> None:
         bus = self.bus
-        limit = bus.limits.max_pending_service_starts
-        if self.n_queued >= limit:
-            raise DBusError(errors.LIMITS_EXCEEDED,
-                            f"The maximum number of pending activations has been reached, activation of "
-                            f"{name} failed (max_pending_service_starts={limit})")
+        self.check_limit(name)
         if self.systemd_activation and name == SYSTEMD_NAME:
             entry = None  # systemd connects by itself eventually
         else:
@@ -307,7 +310,12 @@ class Activation:
             self.bus.send_bus_message(systemd, data)
             return
         log.info("Activating systemd to hand-off")
-        self._activate(None, Message(data), SYSTEMD_NAME, auto=True)
+        msg = Message(data)
+        self._activate(None, msg, SYSTEMD_NAME, auto=True)
+        # monitors see that the bus wants to send it, though systemd is not
+        # there yet (bus/activation.c: "log early and often")
+        if self.bus.monitors:
+            self.bus.monitors.copy(self.bus.driver_peer, msg, None)
 
     def _child_exited(self, pending, kind: str, value) -> None:
         pending.child = None

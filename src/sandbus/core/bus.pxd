@@ -8,5 +8,5 @@ cdef class Bus:
     cpdef receive(self, Peer peer, data)
     cpdef route(self, Peer sender, Message msg)
     cpdef _owner_name(self, name)
-    cpdef unicast(self, Peer sender, Peer target, Message msg)
+    cpdef unicast(self, Peer sender, Peer target, Message msg, bint capture=*)
     cpdef _send(self, sender, Peer target, Message msg)

@@ -119,6 +119,9 @@ class Bus:
             # decide who may see its names go; it receives nothing any more.
             for change in self.registry.drop_peer(peer):
                 self.announce(change)
+            # the unique name is lost last, NameLost first, as dbus-daemon
+            # (only monitors see that NameLost now)
+            self.emit_signal("NameLost", "s", (unique,), destination=peer)
             self.emit_name_owner_changed(unique, unique, "")
             del self.peers[unique]
         self.mediation.disconnected(peer)
@@ -158,6 +161,13 @@ class Bus:
             self.release_fds(msg.fds)
 
     def route(self, sender: Peer, msg: Message) -> None:
+        dest = msg.destination
+        if dest is None and (msg.type != SIGNAL or msg.interface == PEER_INTERFACE):
+            # dbus-daemon never dispatches these: libdbus in the daemon
+            # answers them on the connection itself, before the bus (and its
+            # monitors) see them, registered or not (core/driver.py).
+            self.driver.answer_locally(sender, msg)
+            return
         if sender.unique_name is None:
             self.driver.handle_unregistered(sender, msg)
             return
@@ -168,29 +178,11 @@ class Bus:
         if sender.is_monitor:
             self.kick(sender, "monitors may not send messages")
             return
-        dest = msg.destination
         if dest is None:
-            if msg.type in (METHOD_RETURN, ERROR):
-                return  # a reply must name its recipient; nothing can match it
-            if msg.type == METHOD_CALL and msg.interface == PEER_INTERFACE:
-                # Peer methods with no destination are for the bus itself, as
-                # with dbus-daemon (xdg-dbus-proxy relies on it to keep serials
-                # in step when it answers a call on the bus's behalf).
-                self.driver.handle(sender, msg)
-                return
             self.broadcast(sender, msg)
             return
         if dest == DRIVER_NAME:
-            # Monitors see every message, also the ones refused next, as
-            # dbus-daemon captures before its policy check (bus/dispatch.c).
-            if self.monitors:
-                self.monitors.copy(sender, msg, None)
-            if sender.restricted:
-                verdict = self.mediation.unicast(sender, self.driver_peer, msg, False)
-                if verdict is not None:
-                    self._refuse(sender, msg, verdict)
-                    return
-            self.driver.handle(sender, msg)
+            self._to_driver(sender, msg)
             return
         if dest[0] == ":":
             target = self.peers.get(dest)
@@ -200,11 +192,29 @@ class Bus:
                 # a name may resolve to another peer for it (core/mediation.py)
                 target = self.mediation.owner(sender, dest, target)
         if target is None:
-            if self.monitors:
-                self.monitors.copy(sender, msg, None)
-            self.driver.deliver_to_missing(sender, msg)
+            self.driver.deliver_to_missing(sender, msg, capture=True)
             return
         self.unicast(sender, target, msg)
+
+    def _to_driver(self, sender: Peer, msg: Message) -> None:
+        # Monitors see every message, also the ones refused next, as
+        # dbus-daemon captures before its policy check (bus/dispatch.c);
+        # a signal only after the driver acted on it: dbus-daemon answers
+        # systemd's ActivationFailure in a transaction of its own, sent
+        # before the one that carries the captured signal.
+        call = msg.type == METHOD_CALL
+        if call and self.monitors:
+            self.monitors.copy(sender, msg, None)
+        if sender.restricted:
+            verdict = self.mediation.unicast(sender, self.driver_peer, msg, False)
+            if verdict is not None:
+                if not call and self.monitors:
+                    self.monitors.copy(sender, msg, None)
+                self._refuse(sender, msg, verdict)
+                return
+        self.driver.handle(sender, msg)
+        if not call and self.monitors:
+            self.monitors.copy(sender, msg, None)
 
     def _owner_name(self, name: str):
         owner = self.registry.owner(name)
@@ -220,9 +230,10 @@ class Bus:
         if error is not None and (verdict.always or msg.expects_reply):
             self.send_error_to(sender, msg.serial, error.name, error.message)
 
-    def unicast(self, sender: Peer, target: Peer, msg: Message) -> None:
+    def unicast(self, sender: Peer, target: Peer, msg: Message, capture: bool = True) -> None:
+        """capture False: monitors saw msg already (queued for activation)."""
         mtype = msg.type
-        if self.monitors:
+        if capture and self.monitors:
             # before any refusal, as with the driver (route)
             self.monitors.copy(sender, msg, target)
         if mtype == METHOD_RETURN or mtype == ERROR:
@@ -297,7 +308,7 @@ class Bus:
                     if msg.fds and not p.unix_fds:
                         continue
                     if (sender.restricted or p.restricted) and not mediation.receive(sender, p, msg):
-                        if monitors and sender is not self.driver_peer:
+                        if monitors:
                             # dbus-daemon shows monitors the AccessDenied it
                             # would have sent, though the sender never gets it
                             monitors.copy_error(sender, msg, errors.ACCESS_DENIED,
@@ -352,18 +363,28 @@ class Bus:
         self._serial = (self._serial % 0xFFFFFFFF) + 1
         return self._serial
 
-    def send_bus_message(self, target: Peer, data: bytes, fds=()) -> None:
-        """A message from the driver to one peer (reply, error, unicast signal)."""
+    def send_bus_message(self, target: Peer, data: bytes, fds=(), capture: bool = True) -> None:
+        """A message from the driver to one peer (reply, error, unicast signal).
+        Monitors see it even when target is gone or its rules refuse it, as
+        dbus-daemon captures before it checks (bus/connection.c:
+        bus_transaction_send_from_driver); capture False: they saw it when
+        it was queued for a peer still to come (activation)."""
+        monitors = self.monitors if capture else None
+        msg = None
+        if monitors:
+            msg = Message(data)
+            monitors.copy(self.driver_peer, msg, target)
+        if target.restricted:
+            msg = msg or Message(data)
+            verdict = self.mediation.from_bus(target, msg)
+            if verdict is not None:
+                if self.monitors and verdict.error is not None:
+                    self.monitors.copy_error(self.driver_peer, msg, verdict.error.name, verdict.error.message)
+                return
         if target.closed or self._queue_full(target, data[1]):
             return
-        if target.wants_instance_header or self.monitors:
-            msg = Message(data)
-            if target.wants_instance_header:
-                target.sink.send(self._stamped(msg), fds)
-            else:
-                target.sink.send(data, fds)
-            if self.monitors:
-                self.monitors.copy(self.driver_peer, msg, target)
+        if target.wants_instance_header:
+            target.sink.send(self._stamped(msg or Message(data)), fds)
         else:
             target.sink.send(data, fds)
 

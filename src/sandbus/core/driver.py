@@ -4,12 +4,13 @@ answering as dbus-daemon 1.14 does (same error names and texts)."""
 import logging
 
 from ..wire.marshal import MarshalError, Variant
-from ..wire.message import METHOD_CALL, METHOD_RETURN, NO_AUTO_START, NO_REPLY_EXPECTED, build_message
+from ..wire.message import ERROR, METHOD_CALL, METHOD_RETURN, NO_AUTO_START, NO_REPLY_EXPECTED, build_message
 from ..wire.names import is_valid_bus_name
 from . import errors
 from .errors import DBusError
 from .introspect import driver_introspection
 from .match import MatchRule
+from .monitors import NOT_ACTIVE_YET
 from .peer import Credentials
 
 log = logging.getLogger("sandbus.driver")
@@ -129,14 +130,54 @@ class Driver:
 
     def handle_unregistered(self, peer, msg) -> None:
         """Before Hello only Hello is answered (dbus-daemon's error otherwise,
-        addressed to its placeholder name)."""
-        if msg.destination == DRIVER_NAME and msg.type == METHOD_CALL:
-            row = self._find(msg.interface, msg.member)
-            if row is not None and not row.needs_hello:
-                self.handle(peer, msg)
-                return
-        self.bus._send_error(peer, ":not.active.yet", msg.serial, errors.ACCESS_DENIED,
-                             "Client tried to send a message other than Hello without being registered")
+        addressed to its placeholder name); a message for anyone but the bus
+        closes the connection (bus/dispatch.c).  Monitors see each, under
+        the sender ":not.active.yet"; the Hello itself under the name it
+        gets (_hello)."""
+        bus = self.bus
+        if msg.destination != DRIVER_NAME:
+            if bus.monitors:
+                bus.monitors.copy(peer, msg, None)
+            bus.kick(peer, "it sent a message to another connection before Hello")
+            return
+        row = self._find(msg.interface, msg.member) if msg.type == METHOD_CALL else None
+        hello = row is not None and not row.needs_hello
+        if bus.monitors and not (hello and msg.signature == row.in_sig):
+            bus.monitors.copy(peer, msg, None)
+        if hello:
+            self.handle(peer, msg)
+            return
+        bus._send_error(peer, NOT_ACTIVE_YET, msg.serial, errors.ACCESS_DENIED,
+                        "Client tried to send a message other than Hello without being registered")
+
+    def answer_locally(self, peer, msg) -> None:
+        """A message with no destination that is not a signal, or that is on
+        the Peer interface: dbus-daemon leaves these to libdbus on the
+        connection (dbus/dbus-connection.c), which answers Peer's Ping and
+        GetMachineId, bounces any other Peer message and any other method
+        call with UnknownMethod, and ignores the rest; its answers carry
+        neither sender nor destination, and monitors never see them."""
+        iface = msg.interface
+        if iface == IFACE_PEER:
+            if msg.type == METHOD_CALL and msg.member == "Ping":
+                self._send_local(peer, METHOD_RETURN, msg.serial, "", ())
+            elif msg.type == METHOD_CALL and msg.member == "GetMachineId":
+                self._send_local(peer, METHOD_RETURN, msg.serial, "s", _get_machine_id(self, Call(peer, msg, None)))
+            else:
+                self._send_local(peer, ERROR, msg.serial, "s",
+                                 ("Unknown method invoked on org.freedesktop.DBus.Peer interface",),
+                                 errors.UNKNOWN_METHOD)
+        elif msg.type == METHOD_CALL:
+            text = (f'Method "{msg.member}" with signature "{msg.signature}" on interface '
+                    f'"{iface if iface is not None else "(null)"}" doesn\'t exist\n')
+            self._send_local(peer, ERROR, msg.serial, "s", (text,), errors.UNKNOWN_METHOD)
+
+    def _send_local(self, peer, mtype, reply_serial, sig, values, error_name=None) -> None:
+        bus = self.bus
+        data = build_message(mtype, bus.next_serial(), flags=NO_REPLY_EXPECTED, reply_serial=reply_serial,
+                             error_name=error_name, signature=sig, body=values)
+        if not peer.closed and not bus._queue_full(peer, mtype):
+            peer.sink.send(data, ())
 
     def _find(self, iface, member):
         if iface is None:
@@ -211,24 +252,40 @@ class Driver:
                              signature=sig, body=values, unix_fds=len(fds))
         self.bus.send_bus_message(peer, data, fds)
 
-    def deliver_to_missing(self, sender, msg) -> None:
+    def deliver_to_missing(self, sender, msg, capture: bool = False) -> None:
         """A message to a name nobody owns (or one the sender may not see):
         activate, or answer as dbus-daemon does (whatever the message's type
-        and NO_REPLY_EXPECTED flag)."""
+        and NO_REPLY_EXPECTED flag).  capture: monitors have not seen msg
+        yet; they see it after what activation sent (systemd's
+        ActivationRequest, which dbus-daemon sends in a transaction of its
+        own, bus/activation.c) and before any error about it."""
         bus = self.bus
         activation = bus.settings.activation
         dest = msg.destination
+        monitors = bus.monitors if capture else None
         # any message may start its destination, signals too (dbus-daemon's
         # bus/dispatch.c looks only at the NO_AUTO_START flag)
         if not msg.flags & NO_AUTO_START:
             if activation is not None and dest[0] != ":" and activation.can_activate(dest):
                 verdict = bus.mediation.unicast(sender, None, msg, False) if sender.restricted else None
                 if verdict is None:
-                    activation.activate_for_message(sender, msg)
+                    try:
+                        activation.activate_for_message(sender, msg)
+                    except DBusError as e:
+                        if monitors:
+                            monitors.copy(sender, msg, None)
+                        bus.send_error_to(sender, msg.serial, e.name, e.message)
+                        return
+                    if monitors:
+                        monitors.copy(sender, msg, None)
                     return
                 if verdict.error is not None:
+                    if monitors:
+                        monitors.copy(sender, msg, None)
                     bus.send_error_to(sender, msg.serial, verdict.error.name, verdict.error.message)
                     return
+        if monitors:
+            monitors.copy(sender, msg, None)
         e = missing_name_error(msg)
         bus.send_error_to(sender, msg.serial, e.name, e.message)
 
@@ -297,10 +354,19 @@ def _hello(driver, call):
     if peer.unique_name is not None:
         raise DBusError(errors.FAILED, "Already handled an Hello message")
     bus = driver.bus
-    _check_connection_limits(bus, peer)
+    try:
+        _check_connection_limits(bus, peer)
+    except DBusError:
+        if bus.monitors:
+            bus.monitors.copy(peer, call.msg, None)
+        raise
     name = bus.new_unique_name()
     peer.register(name)
     bus.peers[name] = peer
+    if bus.monitors:
+        # dbus-daemon stamps the Hello with the name it hands out before
+        # monitors get their copy (bus/driver.c: bus_driver_handle_hello)
+        bus.monitors.copy(peer, call.msg, None)
     return Reply((name,), after=lambda: _announce_hello(bus, peer, name))
 
 
@@ -352,14 +418,19 @@ def _release_name(driver, call, name):
 
 
 def _start_service_by_name(driver, call, name, flags):
-    bus = driver.bus
-    if name != DRIVER_NAME and driver.lookup(name, call.view) is not None:
+    # As dbus-daemon's bus_activation_activate_service: the pending-start
+    # limit, then the .service file, and only then whether the name has an
+    # owner (an owned name without a .service file is ServiceUnknown).
+    activation = driver.bus.settings.activation
+    if activation is None:
+        raise errors.service_unknown(name)
+    activation.check_limit(name)
+    if not activation.can_activate(name):
+        raise errors.service_unknown(name)
+    if driver.lookup(name, call.view) is not None:
         return (2,)  # DBUS_START_REPLY_ALREADY_RUNNING
-    activation = bus.settings.activation
-    if activation is not None and activation.can_activate(name):
-        activation.start_by_name(call.peer, call.msg, name)
-        return DEFERRED
-    raise errors.service_unknown(name)
+    activation.start_by_name(call.peer, call.msg, name)
+    return DEFERRED
 
 
 def _update_activation_environment(driver, call, env):
@@ -610,7 +681,8 @@ def _get_connection_stats(driver, call, name):
 
 
 def _get_all_match_rules(driver, call):
-    return ({p.unique_name: [r.text for r in p.rules] for p in driver.bus.peers.values()},)
+    # in dbus-daemon's spelling, which clients compare (core/match.py)
+    return ({p.unique_name: [r.canonical() for r in p.rules] for p in driver.bus.peers.values()},)
 
 
 # -- the table -------------------------------------------------------------------------

@@ -3,7 +3,7 @@ pass.  Core knows only this interface; the XML policy (core/policy.py) and
 the containers' access rules (containers/access.py) implement it, and the
 proxy front end can run the same implementations on a stream of messages.
 
-Core asks at exactly three points (docs/architecture.md):
+Core asks about what peers send at three points (docs/architecture.md):
 
 1. ``unicast(sender, target, msg, requested)`` — a method call, unicast
    signal or reply to one peer (``target`` is None when the name has no
@@ -23,6 +23,10 @@ well-known name for a message from peer (``owner``: its global owner, or
 None).  A mediator may resolve a name differently for the peers it
 restricts (an instance-scoped name, docs/containers.md); a view's ``owner``
 answers the same for driver lookups, so routing and the driver agree.
+
+And once about the bus's own messages: ``from_bus(target, msg)`` — a reply,
+error or unicast signal of the driver to ``target``: None to deliver it,
+else a ``Denial`` (never sent to anyone; monitors see its error).
 
 Core asks only about peers some mediator ``restricts`` (``peer.restricted``),
 so an unrestricted bus pays one attribute test per message and nothing more;
@@ -122,6 +126,9 @@ class Mediator:
 
     def owner(self, peer, name: str, owner):
         return owner
+
+    def from_bus(self, target, msg):
+        return None
 
     # An unrequested reply passes only if a mediator with authority over
     # replies (the XML policy) lets it; without one the bus drops it.
@@ -234,6 +241,13 @@ class Mediation(Mediator):
         for m in self._resolvers[peer.restricted]:
             owner = m.owner(peer, name, owner)
         return owner
+
+    def from_bus(self, target, msg):
+        for m in self._asked[target.restricted]:
+            verdict = m.from_bus(target, msg)
+            if verdict is not None:
+                return verdict
+        return None
 
     def driver_call(self, peer, method, msg, args):
         views = None

@@ -2,7 +2,13 @@
 that gives up its names and from then on receives a copy of every message
 its rules match, and may send nothing."""
 
-from ..wire.message import ERROR, NO_REPLY_EXPECTED, Message, build_message
+from ..wire.message import ERROR, FIELD_SENDER, NO_REPLY_EXPECTED, Message, build_message, string_field
+
+# dbus-daemon stamps a message from a connection that has not said Hello
+# with this sender before monitors see it (bus/dispatch.c), so that the
+# connection can neither forge a sender nor show none.
+NOT_ACTIVE_YET = ":not.active.yet"
+_NOT_ACTIVE_FIELDS = {e: string_field(FIELD_SENDER, NOT_ACTIVE_YET, e) for e in "lB"}
 
 
 class Monitors(list):
@@ -41,7 +47,7 @@ class Monitors(list):
         if sender is bus.driver_peer:
             data = msg.data
         else:
-            data = msg.forwarded(sender.sender_fields[msg.endian])
+            data = msg.forwarded((sender.sender_fields or _NOT_ACTIVE_FIELDS)[msg.endian])
         stamped = None
         for mon in self:
             rules = mon.monitor_rules
@@ -60,7 +66,9 @@ class Monitors(list):
 
     def copy_error(self, sender, msg, name: str, text: str) -> None:
         """Show monitors an error from the bus to sender about msg that is
-        never sent (a broadcast one receiver's rules refused)."""
+        never sent (a broadcast one receiver's rules refused, or a message
+        of the bus itself that its receiver's rules refused: then the error
+        is addressed to the bus, as dbus-daemon's capture_error_reply)."""
         bus = self.bus
         data = build_message(ERROR, bus.next_serial(), flags=NO_REPLY_EXPECTED, error_name=name,
                              reply_serial=msg.serial, destination=sender.unique_name,
@@ -74,4 +82,5 @@ def _with_instance(bus, sender, msg) -> bytes:
     e = msg.endian
     if sender is bus.driver_peer:
         return msg.forwarded(DRIVER_SENDER_FIELDS[e], UNCONTAINED_FIELDS[e])
-    return msg.forwarded(sender.sender_fields[e], (sender.instance_field or UNCONTAINED_FIELDS)[e])
+    return msg.forwarded((sender.sender_fields or _NOT_ACTIVE_FIELDS)[e],
+                         (sender.instance_field or UNCONTAINED_FIELDS)[e])

@@ -68,6 +68,15 @@ class PolicyEnforcer(Mediator):
             return True
         return self.denial(self.bus, sender, target, msg, True, eavesdropping=True) is None
 
+    def from_bus(self, target, msg):
+        """The driver's own messages meet the receiver's receive rules too
+        (dbus's /monitor/forbidden-reply: a policy that denies receiving
+        NameAcquired); a reply from the bus is always a requested one."""
+        if target.receive_policy is None:
+            return None
+        denial = self.denial(self.bus, self.bus.driver_peer, target, msg, msg.type in (2, 3))
+        return access_denied(denial) if denial is not None else None
+
     def allows_connect(self, uid: int, gids: tuple) -> bool:
         return self.policy.allows_connect(Creds(uid=uid, gids=gids))
 

@@ -195,6 +195,35 @@ def test_eavesdrop_destination_rule(bus):
         assert is_signal(e.wait_for(ours), "Marker")
 
 
+def test_eavesdropper_sees_calls_to_the_bus_but_not_its_messages(bus):
+    """An eavesdrop='true' rule matches what connections send the bus (once
+    the bus acted on it without an error), its own calls too, but none of
+    the bus's own unicast messages (replies, NameAcquired, NameLost), as
+    dbus-daemon (bus/dispatch.c matches calls to the driver like any
+    message; bus/connection.c sends its own messages past the rules)."""
+    with Client(bus.address) as e:
+        e.add_match("eavesdrop=true")
+        c = Client(bus.address)
+        me = c.unique_name
+        assert c.bus("RequestName", "su", "com.example.Eaves", 4) == (1,)
+        c.bus_error("RequestName", "su", ":1.not", 0)  # refused: not shown
+        c.close()
+        e.wait_signal("NameOwnerChanged", body0=me)
+        e.wait_signal("NameOwnerChanged", body0=me)  # gone: the bus is done with c
+        e.bus("GetId")
+        seen = [m for m in e.inbox
+                if me in (m.header.fields.get(HeaderFields.sender), m.header.fields.get(HeaderFields.destination))]
+        assert [(m.header.message_type, m.header.fields.get(HeaderFields.member)) for m in seen] == [
+            (MessageType.method_call, "Hello"), (MessageType.method_call, "RequestName")], \
+            [describe(m) for m in seen]
+        assert seen[0].header.fields[HeaderFields.sender] == me
+        e.inbox.clear()
+        e.bus("GetId")
+        e.bus("GetId")
+        own = [m for m in e.inbox if m.header.fields.get(HeaderFields.member) == "GetId"]
+        assert own and own[0].header.fields[HeaderFields.sender] == e.unique_name, [describe(m) for m in e.inbox]
+
+
 def test_unicast_signal_to_missing_name(pair):
     """dbus-daemon answers a unicast signal to a name nobody owns with a
     ServiceUnknown error (auto-start does not apply to signals)."""

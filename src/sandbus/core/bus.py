@@ -212,9 +212,13 @@ class Bus:
                     self.monitors.copy(sender, msg, None)
                 self._refuse(sender, msg, verdict)
                 return
-        self.driver.handle(sender, msg)
+        handled = self.driver.handle(sender, msg)
         if not call and self.monitors:
             self.monitors.copy(sender, msg, None)
+        # eavesdroppers see what the bus was sent, once it acted on it
+        # without an error (dbus-daemon matches it like any message then)
+        if handled and self.eavesdrop_rules:
+            self._copy_to_eavesdroppers(sender, msg, self.driver_peer)
 
     def _owner_name(self, name: str):
         owner = self.registry.owner(name)
@@ -403,9 +407,9 @@ class Bus:
                              destination=destination.unique_name if destination else None,
                              sender=DRIVER_NAME, signature=signature, body=body)
         if destination is not None:
+            # not to eavesdroppers: dbus-daemon shows them none of its own
+            # unicast messages (bus/connection.c: bus_transaction_send_from_driver)
             self.send_bus_message(destination, data)
-            if self.eavesdrop_rules:
-                self._copy_to_eavesdroppers(self.driver_peer, Message(data), destination)
         else:
             self.broadcast(self.driver_peer, Message(data))
 

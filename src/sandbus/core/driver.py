@@ -145,7 +145,8 @@ class Driver:
         if bus.monitors and not (hello and msg.signature == row.in_sig):
             bus.monitors.copy(peer, msg, None)
         if hello:
-            self.handle(peer, msg)
+            if self.handle(peer, msg) and bus.eavesdrop_rules and peer.unique_name is not None:
+                bus._copy_to_eavesdroppers(peer, msg, bus.driver_peer)
             return
         bus._send_error(peer, NOT_ACTIVE_YET, msg.serial, errors.ACCESS_DENIED,
                         "Client tried to send a message other than Hello without being registered")
@@ -184,14 +185,17 @@ class Driver:
             return self._by_member.get(member)
         return self.methods.get((iface, member))
 
-    def handle(self, peer, msg) -> None:
+    def handle(self, peer, msg) -> bool:
+        """True unless msg was answered with an error: only then does
+        dbus-daemon go on to match it against eavesdroppers' rules
+        (bus/dispatch.c skips bus_dispatch_matches on an error)."""
         if msg.type != METHOD_CALL:
             # signals and replies to the bus are dropped, as dbus-daemon does,
             # except systemd's answer to an activation request (activation)
             if msg.member == "ActivationFailure" and msg.interface == "org.freedesktop.systemd1.Activator" \
                     and self.bus.settings.activation is not None:
                 self.bus.settings.activation.systemd_failure(peer, msg)
-            return
+            return True
         bus = self.bus
         member = msg.member
         try:
@@ -217,7 +221,7 @@ class Driver:
                 args = msg.body() if row.in_sig else ()
             except (MarshalError, ValueError) as e:
                 bus.kick(peer, f"malformed message body: {e}")
-                return
+                return False
             view = bus.mediation.driver_call(peer, row, msg, args) if peer.restricted else None
             if row.owner_only and not self.is_privileged(peer):
                 raise DBusError(errors.ACCESS_DENIED, f"{member} is only allowed for the bus owner or root, "
@@ -229,9 +233,9 @@ class Driver:
         except DBusError as e:
             # dbus-daemon answers even calls flagged NO_REPLY_EXPECTED.
             bus.send_error_to(peer, msg.serial, e.name, e.message)
-            return
+            return False
         if result is DEFERRED:
-            return  # the handler replies later (activation)
+            return True  # the handler replies later (activation)
         if isinstance(result, Reply):
             values, after, fds = result.values, result.after, result.fds
         else:
@@ -240,6 +244,7 @@ class Driver:
             self.send_reply(peer, msg.serial, row.out_sig, values, fds)
         if after is not None:
             after()
+        return True
 
     def _interface_here(self, iface: str, path: str) -> bool:
         if iface in _ANY_PATH:

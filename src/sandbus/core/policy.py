@@ -20,6 +20,8 @@ def _all_names(bus, peer) -> tuple:
     matches any of them, as in dbus-daemon)."""
     if peer is None:
         return ()
+    if peer is bus.driver_peer:  # a message to the bus, seen by an eavesdropper
+        return (DRIVER_NAME,)
     return (peer.unique_name, *bus.registry.names_of(peer))
 
 

@@ -53,3 +53,26 @@ def test_an_open_policy_delivers_the_bus_messages():
     c = connect(bus)
     assert c.bus_ok("RequestName", "su", ("com.example.N", 4)) == [1]
     assert [(m.member, m.body()) for m in c.received()] == [("NameAcquired", ["com.example.N"])]
+
+
+EAVESDROP_RULES = OPEN_POLICY.replace(
+    "</busconfig>",
+    '<policy user="1000"><deny receive_interface="com.example.Secret" eavesdrop="true"/></policy></busconfig>')
+
+
+def test_an_eavesdroppers_own_rules_decide_what_it_sees():
+    """The eavesdropper's receive rules apply, not those of the peer the
+    message is for: uid 1000 may not eavesdrop on com.example.Secret, even
+    on traffic between peers whose own rules restrict nothing."""
+    bus = ContainerBus(EAVESDROP_RULES).bus
+    bus.settings.bus_uid = 1000  # only the bus's uid and root may eavesdrop at all
+    a, b = connect(bus, uid=0), connect(bus, uid=0)
+    spy, root_spy = connect(bus, uid=1000), connect(bus, uid=0)
+    for e in (spy, root_spy):
+        e.bus_ok("AddMatch", "s", ("eavesdrop=true,type=signal",))
+        e.clear()
+    for iface in ("com.example.Secret", "com.example.Open"):
+        a.send(SIGNAL, path="/x", interface=iface, member="S", destination=b.unique_name)
+    assert [m.interface for m in b.received()] == ["com.example.Secret", "com.example.Open"]
+    assert [m.interface for m in spy.received()] == ["com.example.Open"]
+    assert [m.interface for m in root_spy.received()] == ["com.example.Secret", "com.example.Open"]

@@ -66,9 +66,15 @@ class PolicyEnforcer(Mediator):
             if receiver.receive_policy is None and sender.send_policy is None:
                 return True
             return self.denial(self.bus, sender, receiver, msg) is None
-        if receiver.receive_policy is None:
+        # An eavesdropper: as dbus-daemon's bus_context_check_security_policy
+        # with proposed != addressed recipient, the sender's send rules are
+        # asked about the eavesdropper and the eavesdropper's own receive
+        # rules decide, with requested_reply false (not the addressed
+        # recipient's rules: a restricted eavesdropper on an unrestricted
+        # peer's traffic is still restricted).
+        if receiver.receive_policy is None and sender.send_policy is None:
             return True
-        return self.denial(self.bus, sender, target, msg, True, eavesdropping=True) is None
+        return self.denial(self.bus, sender, receiver, msg, False, eavesdropping=True) is None
 
     def from_bus(self, target, msg):
         """The driver's own messages meet the receiver's receive rules too

@@ -2,11 +2,16 @@
 and signals emitted by the stock tools."""
 
 import asyncio
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 from jeepney import DBusAddress, HeaderFields, MessageType, new_signal
 
-from itutil import TIMEOUT, Client, describe, is_signal, run
+from itutil import MINIMAL_CONFIG, TIMEOUT, Client, DaemonBus, describe, is_signal, run, write_config
 
 ERR = "org.freedesktop.DBus.Error."
 IFACE = "com.example.Sig"
@@ -222,6 +227,41 @@ def test_eavesdropper_sees_calls_to_the_bus_but_not_its_messages(bus):
         e.bus("GetId")
         own = [m for m in e.inbox if m.header.fields.get(HeaderFields.member) == "GetId"]
         assert own and own[0].header.fields[HeaderFields.sender] == e.unique_name, [describe(m) for m in e.inbox]
+
+
+def test_only_the_bus_uid_and_root_may_add_an_eavesdropping_rule(tmp_path):
+    """dbus-daemon (1.11.14 and later) refuses AddMatch with eavesdrop='true'
+    from any uid but its own and root, whatever its XML policy allows
+    (a plain rule is fine)."""
+    if os.getuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to connect as nobody")
+    root = Path(tempfile.mkdtemp(prefix="sbe-"))
+    try:
+        root.chmod(0o755)
+        conf = write_config(root / "bus.conf", full=MINIMAL_CONFIG.replace(
+            '<policy context="default">\n', '<policy context="default">\n    <allow user="*"/>\n', 1).format(extra=""))
+        (root / "bus").mkdir(mode=0o755)
+        b = DaemonBus(root / "bus", config_file=conf)
+        try:
+            os.chmod(b.socket_path, 0o777)
+
+            def add_match_as_nobody(rule):
+                return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "dbus-send",
+                                       f"--bus={b.address}", "--print-reply", "--dest=org.freedesktop.DBus",
+                                       "/org/freedesktop/DBus", "org.freedesktop.DBus.AddMatch", f"string:{rule}"],
+                                      capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+
+            cp = add_match_as_nobody("eavesdrop=true")
+            assert cp.returncode != 0 and ERR + "AccessDenied" in cp.stderr, cp
+            assert "rejected attempt to call AddMatch" in cp.stderr, cp
+            cp = add_match_as_nobody("type='signal'")
+            assert cp.returncode == 0, cp
+            with Client(b.address) as c:  # root
+                c.add_match("eavesdrop=true")
+        finally:
+            b.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_unicast_signal_to_missing_name(pair):

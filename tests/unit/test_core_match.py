@@ -547,3 +547,17 @@ def test_canonical_spelling(text, canonical):
     rule = MatchRule(text)
     assert rule.canonical() == canonical
     assert MatchRule(canonical).key == rule.key
+
+
+def test_only_the_bus_uid_and_root_may_eavesdrop(bus):
+    # dbus-daemon 1.11.14+ (tests/integration/test_signals.py checks it live)
+    bus.settings.bus_uid = 1000
+    for uid, ok in ((0, True), (1000, True), (1001, False)):
+        c = connect(bus, uid=uid)
+        if ok:
+            c.bus_ok("AddMatch", "s", ("eavesdrop=true",))
+        else:
+            name, text = c.bus_error("AddMatch", "s", ("eavesdrop=true",))
+            assert name == ERR + "AccessDenied" and text.startswith("rejected attempt to call AddMatch by connection")
+            c.bus_ok("AddMatch", "s", ("eavesdrop=false",))
+        assert len(c.peer.rules) == 1

@@ -469,14 +469,22 @@ def _list_activatable_names(driver, call):
 
 
 def _add_match(driver, call, text):
+    # as dbus-daemon's bus_driver_handle_add_match: the limit, the rule's
+    # syntax, then who may eavesdrop
     bus = driver.bus
     peer = call.peer
-    rule = MatchRule(text, owner=peer)
     if len(peer.rules) >= bus.limits.max_match_rules_per_connection:
         raise DBusError(errors.LIMITS_EXCEEDED, "Connection \"%s\" is not allowed to add more match rules "
                         "(increase limits in configuration file if required; "
                         "max_match_rules_per_connection=%d)" % (peer.unique_name,
                                                                 bus.limits.max_match_rules_per_connection))
+    rule = MatchRule(text, owner=peer)
+    if rule.eavesdrop and not driver.is_privileged(peer):
+        # only the bus's own uid and root may eavesdrop, as with
+        # BecomeMonitor (dbus 1.11.14 and later; whatever the XML policy says)
+        creds = peer.creds
+        raise DBusError(errors.ACCESS_DENIED, f"rejected attempt to call AddMatch by connection {peer.unique_name} "
+                        f"(uid={creds.uid} pid={creds.pid}) with uid {creds.uid}")
     bus.add_rule(peer, rule)
     return ()
 

@@ -120,8 +120,9 @@ class Bus:
             for change in self.registry.drop_peer(peer):
                 self.announce(change)
             # the unique name is lost last, NameLost first, as dbus-daemon
-            # (only monitors see that NameLost now)
-            self.emit_signal("NameLost", "s", (unique,), destination=peer)
+            # (only monitors can see that NameLost now)
+            if self.monitors:
+                self.emit_signal("NameLost", "s", (unique,), destination=peer)
             self.emit_name_owner_changed(unique, unique, "")
             del self.peers[unique]
         self.mediation.disconnected(peer)

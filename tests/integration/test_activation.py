@@ -280,6 +280,39 @@ def test_systemd_activation_request_and_failure(env):
         assert m.body == ("Unit sd-example.service not found.",)
 
 
+def test_monitor_sees_the_activation_request_before_what_caused_it(env):
+    """dbus-daemon sends systemd's ActivationRequest in a transaction of its
+    own, before the one that carries the message that caused it: monitors
+    see the request first, for StartServiceByName and for an auto-start
+    alike, and the message that waited is not shown again when delivered
+    (dbus's /monitor/activation)."""
+    env.service("com.example.Sd", exec_line="/bin/false", extra="SystemdService=sd-example.service\n")
+    b = env.bus(args=("--systemd-activation",))
+    mon = Client(b.address)
+    mon.call(BUS_NAME, "/org/freedesktop/DBus", "org.freedesktop.DBus.Monitoring", "BecomeMonitor", "asu", ([], 0))
+    with Client(b.address) as systemd, Client(b.address) as c:
+        assert systemd.bus("RequestName", "su", "org.freedesktop.systemd1", 4) == (1,)
+        c.send(new_method_call(DBusAddress("/org/freedesktop/DBus", bus_name=BUS_NAME, interface=BUS_NAME),
+                               "StartServiceByName", "su", ("com.example.Sd", 0)))
+        c.send(new_method_call(DBusAddress("/", bus_name="com.example.Sd", interface=IFACE), "Echo", "s", ("q",)))
+        seen = []
+        mon.wait_for(lambda m: seen.append(m) or m.header.fields.get(HeaderFields.member) == "Echo")
+        ours = [m.header.fields.get(HeaderFields.member) for m in seen
+                if m.header.fields.get(HeaderFields.member) in ("ActivationRequest", "StartServiceByName", "Echo")]
+        # the second request joins the pending activation: no second ActivationRequest
+        assert ours == ["ActivationRequest", "StartServiceByName", "Echo"], ours
+        with Client(b.address) as svc:
+            assert svc.bus("RequestName", "su", "com.example.Sd", 4) == (1,)
+            call = svc.wait_for(lambda m: m.header.message_type == MessageType.method_call)
+            assert call.body == ("q",)
+            svc.bus("GetId")
+            seen = []
+            mon.wait_for(lambda m: seen.append(m) or (m.header.fields.get(HeaderFields.member) == "GetId"
+                                                      and m.header.fields.get(HeaderFields.sender) == svc.unique_name))
+            assert "Echo" not in [m.header.fields.get(HeaderFields.member) for m in seen]
+    mon.close()
+
+
 def test_systemd_activation_success_and_waiting_for_systemd(env):
     env.service("com.example.Sd", exec_line="/bin/false", extra="SystemdService=sd-example.service\n")
     b = env.bus(args=("--systemd-activation",))

@@ -367,3 +367,27 @@ def test_update_activation_environment_without_systemd_activation(setup):
     c = connect(setup.bus)
     c.bus_ok("UpdateActivationEnvironment", "a{ss}", ({"A": "1"},))
     assert setup.act.pending == {}
+
+
+def test_monitors_see_systemds_request_ahead_of_its_cause(setup):
+    # dbus-daemon's own transaction for the ActivationRequest (bus/activation.c;
+    # tests/integration/test_activation.py checks it live): ahead of the
+    # StartServiceByName and of an auto-starting call, also while systemd
+    # is not connected; what waited is not shown again when delivered
+    setup.act.systemd_activation = True
+    setup.write("com.example.Sd", exec_line="/bin/false", extra="SystemdService=sd.service\n")
+    setup.write("com.example.Sd2", exec_line="/bin/false", extra="SystemdService=sd2.service\n")
+    mon = connect(setup.bus)
+    mon.bus_ok("BecomeMonitor", "asu", ([], 0), interface="org.freedesktop.DBus.Monitoring")
+    mon.clear()
+    c = connect(setup.bus)
+    c.send(SIGNAL, path="/x", interface="com.example.I", member="Wake", destination="com.example.Sd2")
+    systemd = connect(setup.bus)
+    systemd.bus_ok("RequestName", "su", ("org.freedesktop.systemd1", 0))
+    start(c, "com.example.Sd")
+    seen = [m.member for m in mon.received() if m.member in ("ActivationRequest", "Wake", "StartServiceByName")]
+    assert seen == ["ActivationRequest", "Wake", "ActivationRequest", "StartServiceByName"]
+    svc = connect(setup.bus)
+    svc.bus_ok("RequestName", "su", ("com.example.Sd2", 0))
+    assert [m.member for m in svc.received()] == ["NameAcquired", "Wake"]
+    assert "Wake" not in [m.member for m in mon.received()]

@@ -305,17 +305,21 @@ class Activation:
 
     def _to_systemd(self, data: bytes) -> None:
         """A bus message for systemd: now, or once systemd has connected."""
-        systemd = self.bus.registry.owner(SYSTEMD_NAME)
+        # Monitors see it in a transaction of its own, ahead of the message
+        # that caused it (bus/activation.c), even while systemd is not there
+        # yet ("log early and often").
+        bus = self.bus
+        systemd = bus.registry.owner(SYSTEMD_NAME)
         if systemd is not None:
-            self.bus.send_bus_message(systemd, data)
+            if bus.monitors:
+                bus.monitors.copy_now(bus.driver_peer, Message(data), systemd)
+            bus.send_bus_message(systemd, data, capture=False)
             return
         log.info("Activating systemd to hand-off")
         msg = Message(data)
         self._activate(None, msg, SYSTEMD_NAME, auto=True)
-        # monitors see that the bus wants to send it, though systemd is not
-        # there yet (bus/activation.c: "log early and often")
-        if self.bus.monitors:
-            self.bus.monitors.copy(self.bus.driver_peer, msg, None)
+        if bus.monitors:
+            bus.monitors.copy_now(bus.driver_peer, msg, None)
 
     def _child_exited(self, pending, kind: str, value) -> None:
         pending.child = None

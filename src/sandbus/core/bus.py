@@ -199,22 +199,33 @@ class Bus:
 
     def _to_driver(self, sender: Peer, msg: Message) -> None:
         # Monitors see every message, also the ones refused next, as
-        # dbus-daemon captures before its policy check (bus/dispatch.c);
-        # a signal only after the driver acted on it: dbus-daemon answers
-        # systemd's ActivationFailure in a transaction of its own, sent
-        # before the one that carries the captured signal.
-        call = msg.type == METHOD_CALL
-        if call and self.monitors:
-            self.monitors.copy(sender, msg, None)
+        # dbus-daemon captures before its policy check (bus/dispatch.c), and
+        # a call before all the bus does about it (Monitors.hold); a signal
+        # only after the driver acted on it: dbus-daemon answers systemd's
+        # ActivationFailure in a transaction of its own, sent before the
+        # one that carries the captured signal.
+        monitors = self.monitors
+        if msg.type == METHOD_CALL and monitors:
+            monitors.hold()
+            monitors.copy(sender, msg, None)
+            try:
+                self._driver_acts(sender, msg)
+            finally:
+                monitors.release()
+            return
+        self._driver_acts(sender, msg)
+
+    def _driver_acts(self, sender: Peer, msg: Message) -> None:
+        signal = msg.type != METHOD_CALL
         if sender.restricted:
             verdict = self.mediation.unicast(sender, self.driver_peer, msg, False)
             if verdict is not None:
-                if not call and self.monitors:
+                if signal and self.monitors:
                     self.monitors.copy(sender, msg, None)
                 self._refuse(sender, msg, verdict)
                 return
         handled = self.driver.handle(sender, msg)
-        if not call and self.monitors:
+        if signal and self.monitors:
             self.monitors.copy(sender, msg, None)
         # eavesdroppers see what the bus was sent, once it acted on it
         # without an error (dbus-daemon matches it like any message then)

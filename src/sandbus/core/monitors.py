@@ -14,11 +14,24 @@ _NOT_ACTIVE_FIELDS = {e: string_field(FIELD_SENDER, NOT_ACTIVE_YET, e) for e in 
 class Monitors(list):
     """The bus's monitors, in the order they became monitors."""
 
-    __slots__ = ("bus",)
+    __slots__ = ("bus", "held")
 
     def __init__(self, bus):
         super().__init__()
         self.bus = bus
+        # While the driver answers a call, copies wait here (with the
+        # monitors there were then) and follow the call: dbus-daemon shows
+        # monitors one transaction at a time, and only what it sends in a
+        # transaction of its own (copy_now) goes ahead of the call.
+        self.held = None
+
+    def hold(self) -> None:
+        self.held = []
+
+    def release(self) -> None:
+        held, self.held = self.held, None
+        for sender, msg, target, mons in held:
+            self._copy(sender, msg, target, mons)
 
     def add(self, peer, rules) -> None:
         """peer becomes a monitor: to everyone else it looks as if it had
@@ -42,6 +55,17 @@ class Monitors(list):
 
     def copy(self, sender, msg, target) -> None:
         """msg from sender (to target, or None: a broadcast or the driver)."""
+        if self.held is not None:
+            self.held.append((sender, msg, target, tuple(self)))
+            return
+        self._copy(sender, msg, target, self)
+
+    def copy_now(self, sender, msg, target) -> None:
+        """Ahead of anything held: what dbus-daemon sends in a transaction
+        of its own (systemd's ActivationRequest, bus/activation.c)."""
+        self._copy(sender, msg, target, self)
+
+    def _copy(self, sender, msg, target, monitors) -> None:
         bus = self.bus
         recipient = target.unique_name if target is not None else None
         if sender is bus.driver_peer:
@@ -49,7 +73,9 @@ class Monitors(list):
         else:
             data = msg.forwarded((sender.sender_fields or _NOT_ACTIVE_FIELDS)[msg.endian])
         stamped = None
-        for mon in self:
+        for mon in monitors:
+            if mon.closed:
+                continue
             rules = mon.monitor_rules
             if rules and not any(r.matches(msg, sender, recipient, target) for r in rules):
                 continue

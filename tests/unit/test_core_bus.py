@@ -77,6 +77,17 @@ def test_hello_with_no_reply_expected_is_still_answered(bus):
     assert c.peer.unique_name == msgs[0].body()[0] == msgs[1].body()[0]
 
 
+def _before_hello(bus, first):
+    """A connection that sends first before Hello, and a watcher whose
+    catch-all rule would see anything the bus routed."""
+    watcher = connect(bus)
+    watcher.bus_ok("AddMatch", "s", ("",))
+    c = Client(bus)
+    first = dict(first)
+    c.send(first.pop("mtype"), **first)
+    return c, watcher
+
+
 @pytest.mark.parametrize("first", [
     dict(mtype=METHOD_CALL, destination=BUS_NAME, path=BUS_PATH, interface=BUS_IFACE, member="ListNames"),
     dict(mtype=METHOD_CALL, destination=BUS_NAME, path=BUS_PATH, interface="com.example.I", member="Hello"),
@@ -85,11 +96,7 @@ def test_hello_with_no_reply_expected_is_still_answered(bus):
 def test_anything_for_the_bus_before_hello_gets_access_denied(bus, first):
     # dbus-daemon 1.14 answers AccessDenied, addressed to ":not.active.yet",
     # and routes nothing (tests/integration/test_bad_input.py checks it live).
-    watcher = connect(bus)
-    watcher.bus_ok("AddMatch", "s", ("",))
-    c = Client(bus)
-    mtype = first.pop("mtype")
-    c.send(mtype, **first)
+    c, watcher = _before_hello(bus, first)
     assert not c.closed
     (err,) = [Message(d) for d, _ in c.sink.sent]
     assert err.error_name == ERR + "AccessDenied"
@@ -105,11 +112,7 @@ def test_anything_for_the_bus_before_hello_gets_access_denied(bus, first):
 def test_a_message_for_others_before_hello_closes_the_connection(bus, first):
     # dbus-daemon closes the connection and routes nothing (bus/dispatch.c;
     # tests/integration/test_bad_input.py checks it live)
-    watcher = connect(bus)
-    watcher.bus_ok("AddMatch", "s", ("",))
-    c = Client(bus)
-    mtype = first.pop("mtype")
-    c.send(mtype, **first)
+    c, watcher = _before_hello(bus, first)
     assert c.closed
     assert c.sink.sent == []
     assert watcher.received() == []

@@ -63,8 +63,11 @@ def test_outside_callers_and_other_instances_keep_the_global_owner(cb, world):
         assert caller.bus_ok("GetNameOwner", "s", (PORTAL,)) == [portal.unique_name]
 
 
-def test_driver_lookups_answer_the_creator(cb, world):
+def test_driver_lookups_answer_the_creator(cb, world, tmp_path):
     portal, launcher, inst, app = world
+    # StartServiceByName wants a .service file before it looks for an owner
+    # (as dbus-daemon; tests/integration/test_driver.py), as the portal has
+    cb.with_activation(tmp_path, PORTAL)
     assert app.bus_ok("GetNameOwner", "s", (PORTAL,)) == [launcher.unique_name]
     assert app.bus_ok("NameHasOwner", "s", (PORTAL,)) == [True]
     assert app.bus_ok("GetConnectionUnixProcessID", "s", (PORTAL,)) == [launcher.peer.creds.pid]

@@ -181,7 +181,15 @@ class Activation:
                     if not owner.closed:
                         bus.send_bus_message(owner, q.msg.data, capture=False)
                 elif not q.conn.closed:
-                    bus.unicast(q.conn, owner, q.msg, False)
+                    target = owner
+                    if q.conn.restricted:
+                        # as Bus.route: a name may resolve to another peer
+                        # for its sender (core/mediation.py)
+                        target = bus.mediation.owner(q.conn, q.msg.destination, owner)
+                    if target is None:
+                        bus.driver.deliver_to_missing(q.conn, q.msg)
+                    else:
+                        bus.unicast(q.conn, target, q.msg, False)
             finally:
                 if q.msg.fds:
                     bus.release_fds(q.msg.fds)

@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 # The modules that the compiled build compiles with Cython (setup.py: each
 # has a .pxd beside its .py; tests/test_build.py keeps the two lists equal).
 HOT_MODULES = ("core.bus", "core.peer", "io.connection", "io.server",
+               "proxy.backend", "proxy.filter", "proxy.stream", "proxy.view",
                "wire.framer", "wire.message", "wire.validate")
 
 

@@ -31,7 +31,10 @@ from ..io.client import BUS_NAME, BUS_PATH, BusError, ClientError
 from ..wire.marshal import Variant
 from ..wire.message import ERROR, METHOD_CALL, METHOD_RETURN, NO_REPLY_EXPECTED, SIGNAL, build_message
 from .options import RunOptions
-from .sandbox import commands_under, sandbox_args
+from .sandbox import commands_under, env_args, sandbox_args
+
+# bwrap itself starts with nothing from the app (see Spawn below).
+BWRAP_ENVIRONMENT: dict = {}
 
 PORTAL_NAME = "org.freedesktop.portal.Flatpak"
 PORTAL_PATH = "/org/freedesktop/portal/Flatpak"
@@ -371,6 +374,9 @@ class SpawnPortal:
                 args += ["--ro-bind-fd" if ro else "--bind-fd", str(h), path]
             args += ["--chdir", self._cwd(cwd, [p for _, p, _ in exposed])]
             env = self._environment(flags, envs, unset, env_out)
+            bad = [k for k in env if not k or "=" in k]
+            if bad:
+                raise PortalError(ERR_INVALID, f"cannot pass that command line or environment: invalid variable name {bad[0]!r}")
             info_r, info_w = os.pipe()
             opened += [info_r, info_w]
             h_info = _high(info_w)
@@ -384,6 +390,11 @@ class SpawnPortal:
                 h_stop, h_block = _high(stop_w), _high(block_r)
                 high += [h_stop, h_block]
                 extra += ["--block-fd", str(h_block)]
+            # The sibling's variables reach it through bwrap's own options,
+            # never bwrap's environment: bwrap runs on the host before it
+            # makes any namespace, so LD_PRELOAD and the like from the
+            # caller would run the caller's code outside every sandbox.
+            extra += ["--clearenv", *env_args(env)]
             argv = [la.bwrap, *args, *extra, "--", *child.command]
             srcs = {t: _high(fd) for t, fd in targets.items()}
             high += list(srcs.values())
@@ -392,7 +403,7 @@ class SpawnPortal:
             # clears close-on-exec
             actions += [(os.POSIX_SPAWN_DUP2, h, h) for h in high if h not in srcs.values()]
             try:
-                pid = os.posix_spawn(la.bwrap, argv, env, file_actions=actions, setpgroup=0)
+                pid = os.posix_spawn(la.bwrap, argv, BWRAP_ENVIRONMENT, file_actions=actions, setpgroup=0)
             except ValueError as e:  # a NUL byte in an argument, "=" in a variable's name...
                 raise PortalError(ERR_INVALID, f"cannot pass that command line or environment: {e}") from None
             except OSError as e:

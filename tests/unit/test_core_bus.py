@@ -757,6 +757,24 @@ def test_monitor_sees_driver_calls_and_replies(bus):
     assert got[1].reply_serial == serial and got[1].destination == a.unique_name
 
 
+def test_monitor_copies_held_twice_follow_the_outer_call(bus):
+    # A hold inside a hold (the driver acting while an outer call is
+    # held) must neither drop the outer copies nor release them early.
+    a = connect(bus)
+    m = connect(bus)
+    become_monitor(m)
+    m.clear()
+    monitors = bus.monitors
+    assert monitors.hold() is True
+    a.signal("First")
+    assert monitors.hold() is False
+    a.signal("Second")
+    assert m.received() == []
+    monitors.release()
+    assert [x.member for x in m.received()] == ["First", "Second"]
+    assert monitors.held is None
+
+
 def test_monitor_with_rules_gets_only_matching(bus):
     a, b = connect(bus), connect(bus)
     m = connect(bus)

@@ -206,12 +206,13 @@ class Bus:
         # one that carries the captured signal.
         monitors = self.monitors
         if msg.type == METHOD_CALL and monitors:
-            monitors.hold()
+            holding = monitors.hold()
             monitors.copy(sender, msg, None)
             try:
                 self._driver_acts(sender, msg)
             finally:
-                monitors.release()
+                if holding:
+                    monitors.release()
             return
         self._driver_acts(sender, msg)
 

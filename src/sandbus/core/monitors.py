@@ -14,19 +14,27 @@ _NOT_ACTIVE_FIELDS = {e: string_field(FIELD_SENDER, NOT_ACTIVE_YET, e) for e in 
 class Monitors(list):
     """The bus's monitors, in the order they became monitors."""
 
-    __slots__ = ("bus", "held")
+    __slots__ = ("bus", "held", "_driver_fields", "_uncontained_fields")
 
     def __init__(self, bus):
         super().__init__()
         self.bus = bus
+        from .bus import DRIVER_SENDER_FIELDS, UNCONTAINED_FIELDS   # bus imports this module
+        self._driver_fields = DRIVER_SENDER_FIELDS
+        self._uncontained_fields = UNCONTAINED_FIELDS
         # While the driver answers a call, copies wait here (with the
         # monitors there were then) and follow the call: dbus-daemon shows
         # monitors one transaction at a time, and only what it sends in a
         # transaction of its own (copy_now) goes ahead of the call.
         self.held = None
 
-    def hold(self) -> None:
+    def hold(self) -> bool:
+        """Hold copies until release(); False if they are held already
+        (then the outer holder releases, and copies stay in order)."""
+        if self.held is not None:
+            return False
         self.held = []
+        return True
 
     def release(self) -> None:
         held, self.held = self.held, None
@@ -85,7 +93,7 @@ class Monitors(list):
                 # asking GetConnectionInstance later loses to senders that
                 # have already gone (`sandbus monitor`, tools/monitor.py).
                 if stamped is None:
-                    stamped = _with_instance(bus, sender, msg)
+                    stamped = self._with_instance(sender, msg)
                 mon.sink.send(stamped, msg.fds if mon.unix_fds else ())
             else:
                 mon.sink.send(data, msg.fds if mon.unix_fds else ())
@@ -102,11 +110,10 @@ class Monitors(list):
                              signature="s", body=(text,))
         self.copy(bus.driver_peer, Message(data), sender)
 
+    def _with_instance(self, sender, msg) -> bytes:
+        e = msg.endian
+        if sender is self.bus.driver_peer:
+            return msg.forwarded(self._driver_fields[e], self._uncontained_fields[e])
+        return msg.forwarded((sender.sender_fields or _NOT_ACTIVE_FIELDS)[e],
+                             (sender.instance_field or self._uncontained_fields)[e])
 
-def _with_instance(bus, sender, msg) -> bytes:
-    from .bus import DRIVER_SENDER_FIELDS, UNCONTAINED_FIELDS   # bus imports this module
-    e = msg.endian
-    if sender is bus.driver_peer:
-        return msg.forwarded(DRIVER_SENDER_FIELDS[e], UNCONTAINED_FIELDS[e])
-    return msg.forwarded((sender.sender_fields or _NOT_ACTIVE_FIELDS)[e],
-                         (sender.instance_field or UNCONTAINED_FIELDS)[e])

@@ -358,3 +358,37 @@ def test_no_pidfd_of_a_connection_outside_the_app():
     assert set(got.body()[0]) == {"ProcessID"}
     with pytest.raises(OSError):
         os.fstat(r)  # ours to close, and closed
+
+
+def test_a_see_only_name_with_no_owner_yet_is_not_callable():
+    """--see=N lets the app see N, never call it: with no owner in the
+    proxy's picture the call is refused as for a missing name, not forwarded
+    (the bus would activate or route it)."""
+    seen = "org.example.Seen"
+    f, _ = ready_filter([*ARGS, f"--see={seen}", "--talk=org.example.Talked"])
+    assert f.view.lookup(seen) is None
+    for serial, flags in ((5, 0), (6, 0x2)):  # 0x2: NO_AUTO_START
+        f.from_client(call(serial, seen, "/", seen, "Do", flags=flags))
+        assert take(f.to_bus) == []
+        assert only(f.to_client).type == ERROR
+    # while a --talk name nobody owns yet still goes to the bus (activation)
+    f.from_client(call(7, "org.example.Talked", "/", "a.b", "C"))
+    assert only(f.to_bus).destination == "org.example.Talked"
+    assert take(f.to_client) == []
+
+
+def test_match_rules_sent_with_no_reply_expected_are_kept_and_forgotten():
+    """AddMatch/RemoveMatch with NO_REPLY_EXPECTED get no reply to do the
+    bookkeeping on; the proxy must follow them anyway, or NameOwnerChanged
+    it owes the client goes missing (and one it no longer wants arrives)."""
+    f, _ = ready_filter()
+    noc = lambda name, old, new: signal(BUS, BUS_PATH, BUS, "NameOwnerChanged", "sss", (name, old, new))
+    rule = "type='signal',member='NameOwnerChanged'"
+    f.from_client(call(5, BUS, BUS_PATH, BUS, "AddMatch", "s", (rule,), flags=NO_REPLY_EXPECTED))
+    assert only(f.to_bus).member == "AddMatch"
+    f.from_bus(noc(NOTIF, ":1.1", ""))
+    assert only(f.to_client).body() == [NOTIF, ":1.1", ""]
+    f.from_client(call(6, BUS, BUS_PATH, BUS, "RemoveMatch", "s", (rule,), flags=NO_REPLY_EXPECTED))
+    assert only(f.to_bus).member == "RemoveMatch"
+    f.from_bus(noc(NOTIF, "", ":1.5"))
+    assert take(f.to_client) == []

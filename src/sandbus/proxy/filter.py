@@ -20,7 +20,7 @@ import logging
 import struct
 
 from ..containers.access import HIDDEN_NAME_ERRORS, AccessControl
-from ..containers.rules import SEND_UNIX_FDS
+from ..containers.rules import CALL_METHODS, SEND_UNIX_FDS
 from ..core import errors
 from ..core.driver import Driver, _no_such_name, missing_name_error
 from ..core.errors import DBusError
@@ -287,8 +287,11 @@ class ClientFilter:
         target = self.view.lookup(dest)
         if target is None:
             # Nobody we know owns it: the bus answers (or activates) if the
-            # app may see it; else the bus's answer for a missing name.
-            if dest[0] != ":" and self.access._visible(me, dest) and (
+            # app may call it there; else the bus's answer for a missing
+            # name. Seeing is not enough (--see names are never callable,
+            # owner or not): the call rule decides, as check_unicast does.
+            if dest[0] != ":" and self.access._allows(
+                    self.instance, (dest,), CALL_METHODS, msg.path, msg.interface, msg.member) and (
                     msg.flags & NO_AUTO_START or self.access.may_activate(me, dest)):
                 self._up(msg)
             else:
@@ -359,11 +362,15 @@ class ClientFilter:
                     on_reply = self._names_reply(view, "as")
             elif view is not None and member in ("ListNames", "ListActivatableNames"):
                 on_reply = self._names_reply(view, "as")
-            elif member == "AddMatch":
+            elif member == "AddMatch" or member == "RemoveMatch":
                 rule = MatchRule(args[0])  # invalid: the bus's MatchRuleInvalid, before it is sent
-                on_reply = self._keep_rule(rule)
-            elif member == "RemoveMatch":
-                on_reply = self._forget_rule(MatchRule(args[0]).key)
+                keep = self._keep_rule if member == "AddMatch" else self._forget_rule
+                if msg.flags & NO_REPLY_EXPECTED:
+                    # No reply will come to do the bookkeeping on: the bus
+                    # applies a valid rule all the same, so do it now.
+                    keep(rule)
+                else:
+                    on_reply = self._on_success(keep, rule)
         self._up(msg, on_reply)
 
     # -- replies the filter changes -----------------------------------------------
@@ -390,22 +397,23 @@ class ClientFilter:
             return self._rebuild(reply, "a{sv}", (creds,), fds=())
         return filtered
 
-    def _keep_rule(self, rule):
-        def kept(reply):
+    @staticmethod
+    def _on_success(action, rule):
+        def done(reply):
             if reply.type == METHOD_RETURN:
-                self.match_rules.append(rule)
+                action(rule)
             return None
-        return kept
+        return done
 
-    def _forget_rule(self, key):
-        def forgot(reply):
-            if reply.type == METHOD_RETURN:
-                for i in range(len(self.match_rules) - 1, -1, -1):
-                    if self.match_rules[i].key == key:
-                        del self.match_rules[i]
-                        break
-            return None
-        return forgot
+    def _keep_rule(self, rule) -> None:
+        self.match_rules.append(rule)
+
+    def _forget_rule(self, rule) -> None:
+        key = rule.key
+        for i in range(len(self.match_rules) - 1, -1, -1):
+            if self.match_rules[i].key == key:
+                del self.match_rules[i]
+                break
 
     def _rebuild(self, reply, sig, body, fds=None):
         fds = reply.fds if fds is None else fds

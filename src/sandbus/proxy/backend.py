@@ -254,6 +254,10 @@ class Session:
             f.view.close()
             for data, fds in f.to_bus + f.to_client:
                 close_fds(fds)
+            # messages held for the picture of the bus carry the client's fds too
+            for m in f.held:
+                close_fds(m.fds)
+            f.held = []
         for data, fds in self.waiting:
             close_fds(fds)
         self.waiting = []

@@ -55,6 +55,10 @@ KNOWN_FLAGS = 511
 SHARE_DISPLAY, SHARE_SOUND, SHARE_GPU, ALLOW_DBUS, ALLOW_A11Y, SHARE_INPUT, SHARE_USB, SHARE_KVM, SHARE_SHM, \
     SHARE_DEVICES = 1, 2, 4, 8, 16, 32, 64, 128, 256, 512
 KNOWN_SANDBOX_FLAGS = 1023
+# Callers whose instance the portal remembers: a bound, so that a stream of
+# short-lived connections calling it cannot grow the launcher without end.
+# Forgetting the oldest costs one more GetConnectionInstance, no more.
+MAX_INSTANCES = 512
 # Options that would pass the sibling a file the launcher cannot vet by
 # name; refused rather than ignored, so that nothing is silently missing.
 REFUSED_OPTIONS = ("sandbox-expose-fd", "sandbox-expose-fd-ro", "usr-fd", "app-fd", "sandbox-a11y-own-names")
@@ -108,6 +112,21 @@ def _high(fd: int) -> int:
     return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, FD_BASE)
 
 
+def _kill_pid(pid) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)  # --die-with-parent takes the sandbox with it
+    except ProcessLookupError:
+        pass
+
+
+def _kill_and_reap(pid) -> None:
+    _kill_pid(pid)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
 class Sibling:
     """One sandbox started by Spawn."""
 
@@ -155,7 +174,9 @@ class SpawnPortal:
     def dispatch(self, m) -> None:
         """One message off the launcher's connection."""
         if m.type == SIGNAL:
-            if m.interface == BUS_NAME and m.member == "NameOwnerChanged":
+            # only the bus's own: any peer may send a signal by that name
+            # (unicast to us), and one would end WATCH_BUS siblings
+            if m.interface == BUS_NAME and m.member == "NameOwnerChanged" and m.sender == BUS_NAME:
                 self._name_owner_changed(m)
             return
         if m.type != METHOD_CALL:
@@ -231,7 +252,10 @@ class SpawnPortal:
                 path = ""
             except (ClientError, OSError):
                 raise PortalError(ERR_FAILED, "the bus did not answer") from None
-            self.instances[sender] = path
+            instances = self.instances
+            if len(instances) >= MAX_INSTANCES:
+                del instances[next(iter(instances))]  # the oldest asked
+            instances[sender] = path
         if path != self.launcher.path:
             raise PortalError(ERR_ACCESS, f"{PORTAL_IFACE} of this sandbus run answers only the connections "
                               f"of its own sandbox ({self.launcher.path})")
@@ -413,7 +437,13 @@ class SpawnPortal:
             high = []
             os.close(info_w)
             opened.remove(info_w)
-            sib = Sibling(pid, caller, flags)
+            try:
+                sib = Sibling(pid, caller, flags)
+            except OSError as e:
+                # Without its pidfd bwrap would run unfollowed and unreaped:
+                # end it now.
+                _kill_and_reap(pid)
+                raise PortalError(ERR_FAILED, f"cannot follow {la.bwrap}: {e}") from None
             self.children[pid] = sib
             info = la.read_info(info_r)
             if info is None:
@@ -521,16 +551,11 @@ class SpawnPortal:
                 self._kill(sib, reap=False)
 
     def _kill(self, sib, reap=True) -> None:
-        try:
-            os.kill(sib.pid, signal.SIGKILL)  # --die-with-parent takes the sandbox with it
-        except ProcessLookupError:
-            pass
         if reap:
-            try:
-                os.waitpid(sib.pid, 0)
-            except ChildProcessError:
-                pass
+            _kill_and_reap(sib.pid)
             os.close(sib.pidfd)
+        else:
+            _kill_pid(sib.pid)
 
     def stop_all(self) -> None:
         """The app has exited: its siblings go with it."""

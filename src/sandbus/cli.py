@@ -1,7 +1,6 @@
 """Command-line entry points: `sandbus-daemon` (dbus-daemon's command line)
 and `sandbus` (subcommands)."""
 
-import logging
 import os
 import sys
 
@@ -95,6 +94,10 @@ def parse_daemon_args(argv):
 
 
 def _setup_logging(verbose: bool = False) -> None:
+    # Here, not at the top: only the daemon logs, and logging (with
+    # traceback, threading, string) is a good part of what `sandbus run`
+    # would import for nothing (bench/run_startup.py).
+    import logging
     level = os.environ.get("SANDBUS_LOG_LEVEL", "DEBUG" if verbose else "WARNING").upper()
     logging.basicConfig(level=getattr(logging, level, logging.WARNING),
                         format="sandbus[%(process)d]: %(name)s: %(message)s")

@@ -16,7 +16,6 @@ import fcntl
 import json
 import os
 import select
-import shlex
 import shutil
 import signal
 import socket
@@ -328,6 +327,7 @@ class Launcher:
         needed = opts.permission_args() + learned_run_args(fargs, given)
         if opts.app_id != _default(opts):
             needed.insert(0, f"--app-id={opts.app_id}")
+        import shlex  # only --learn prints a command line
         line = shlex.join(["sandbus", "run", *needed, "--", *opts.command])
         print(f"sandbus run: --learn: these options allow what this run did:\n{line}",
               file=sys.stderr, flush=True)

@@ -11,7 +11,6 @@ listens; exit when --fd hangs up or errs (the app's sandbox is gone).  On
 any failure: one line on stderr, exit 1, and --fd is closed without `x`
 (Flatpak then says "Failed to sync with dbus proxy")."""
 
-import logging
 import os
 import select
 import signal
@@ -77,6 +76,7 @@ class Proxy:
         import asyncio  # after x: Flatpak is not kept waiting for it
         from .backend import ProxyGroup
         if any(g.log for g in self.proxied):
+            import logging
             logging.basicConfig(format=f"{cmdline.PROG}: %(message)s", level=logging.INFO)
         self.loop = asyncio.new_event_loop()
         for listening in self.listening:

@@ -1,7 +1,6 @@
 """D-Bus server addresses: 'transport:key=value,key=value;...' with %-escaping."""
 
 import re
-from urllib.parse import unquote_to_bytes
 
 _OPTIONALLY_ESCAPED = re.compile(rb"[-0-9A-Za-z_/.\\*]")
 
@@ -36,7 +35,14 @@ def parse_addresses(text: str) -> list:
                 raise AddressError(f"address {part!r} repeats the key {key!r}")
             if re.search(r"%(?![0-9A-Fa-f]{2})", value):
                 raise AddressError(f"address {part!r} has a bad %-escape")
-            params[key] = unquote_to_bytes(value).decode()
+            if "%" in value:
+                # only here: urllib.parse (which imports ipaddress) costs
+                # every client's start-up (bench/run_startup.py), and a bus
+                # address seldom has an escape
+                from urllib.parse import unquote_to_bytes
+                params[key] = unquote_to_bytes(value).decode()
+            else:
+                params[key] = value.encode().decode()  # as unquote_to_bytes: a lone surrogate raises
         result.append((transport, params))
     if not result:
         raise AddressError("empty address")

@@ -8,7 +8,7 @@ messages are never re-marshalled.
 """
 
 import struct
-from typing import NamedTuple
+from collections import namedtuple
 
 from .names import is_valid_object_path
 from .signature import ALIGNMENT, FIXED_SIZE, SignatureError, split_signature
@@ -17,9 +17,10 @@ MAX_ARRAY_LENGTH = 64 * 1024 * 1024
 MAX_TOTAL_DEPTH = 64  # arrays + structs + dict entries + variants, as dbus-daemon counts them
 
 
-class Variant(NamedTuple):
-    signature: str
-    value: object
+# collections.namedtuple rather than typing.NamedTuple, which makes the same
+# class: importing typing costs every client's start-up, `sandbus run` and
+# sandbus-dbus-proxy included (bench/run_startup.py).
+Variant = namedtuple("Variant", ("signature", "value"))
 
 
 class MarshalError(ValueError):

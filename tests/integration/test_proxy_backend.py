@@ -218,3 +218,77 @@ def test_the_app_cannot_see_what_it_may_not(setup):
         with Client(setup["bus"]) as outside:
             # its own name is on the real bus, owned by its proxied connection
             assert outside.bus("GetNameOwner", "s", "org.example.App.Tool") == (c.unique_name,)
+
+
+def test_a_client_that_does_not_read_the_proxys_answers_is_not_read(setup):
+    """The proxy answers calls to hidden names itself; a client that keeps
+    calling and never reads must stop being read (its writes block), not
+    grow the proxy's queue to it without end; once it reads, every call
+    gets its answer."""
+    import select
+    import struct
+
+    from sandbus.proxy.stream import HIGH_WATER
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(setup["proxy"].partition("=")[2])
+    try:
+        uid = str(os.getuid()).encode().hex().encode()
+        s.sendall(b"\0AUTH EXTERNAL " + uid + b"\r\nBEGIN\r\n" + _hello_bytes())
+        s.settimeout(10)
+        parser = Parser()
+        buf = b""
+        while b"\r\n" not in buf:
+            chunk = s.recv(65536)
+            assert chunk, buf
+            buf += chunk
+        parser.add_data(buf.split(b"\r\n", 1)[1])
+        hello = None
+        while hello is None:
+            m = parser.get_next_message()
+            if m is None:
+                parser.add_data(s.recv(65536))
+            elif m.header.message_type == MessageType.method_return:
+                hello = m
+        s.setblocking(False)
+        template = bytearray(_call(HIDDEN, "/", HIDDEN, "Hello").serialise(serial=2))
+        cap = 6 * HIGH_WATER
+        sent = written = 0
+        pending = b""
+        while written < cap:
+            if not pending:
+                sent += 1
+                struct.pack_into("<I", template, 8, sent + 1)
+                pending = bytes(template)
+            try:
+                n = s.send(pending)
+            except BlockingIOError:
+                if not select.select([], [s], [], 3)[1]:
+                    break  # the proxy has stopped reading us
+                continue
+            written += n
+            pending = pending[n:]
+        # stopped, well before it took everything (what the kernel buffers
+        # and one read's answers come on top of HIGH_WATER)
+        assert written < 3 * HIGH_WATER, f"the proxy read {written} bytes of a client that reads nothing"
+        # reading lets it go on: every call (the last one finished) gets
+        # the proxy's ServiceUnknown
+        errors = 0
+        while errors < sent:
+            m = parser.get_next_message()
+            if m is not None:
+                if m.header.message_type == MessageType.error:
+                    assert m.header.fields[HeaderFields.error_name] == "org.freedesktop.DBus.Error.ServiceUnknown"
+                    errors += 1
+                continue
+            readable, writable, _ = select.select([s], [s] if pending else [], [], 10)
+            assert readable or writable, f"{errors} of {sent} answers"
+            if writable:
+                pending = pending[s.send(pending):]
+            if readable:
+                chunk = s.recv(1 << 20)
+                assert chunk, errors
+                parser.add_data(chunk)
+        assert errors == sent
+    finally:
+        s.close()

@@ -16,7 +16,7 @@ from ..wire.framer import Framer, FramingError
 from ..wire.message import Message, ProtocolError
 from ..wire.sasl import SaslServer
 from .filter import ClientFilter
-from .stream import Stream
+from .stream import HIGH_WATER, Stream
 from .upstream import UpstreamAuth, UpstreamError, connect, greeting
 from .view import ProxyInstance
 
@@ -106,7 +106,12 @@ class Session:
         self.bus_framer = None
         self.upstream = None
         loop = group.loop
-        self.client = Stream(loop, conn, self._client_data, self._client_closed)
+        # The client's own queue is bounded too: the proxy answers it itself
+        # (refusals, the bus's picture), whatever the bus reads.  Not the
+        # bus's: what goes there is only what the client (paused by it) and
+        # the proxy's bookkeeping send, and not reading the bus while it
+        # does not read us could stall both for good.
+        self.client = Stream(loop, conn, self._client_data, self._client_closed, own_limit=HIGH_WATER)
         try:
             up = connect(group.target)
         except UpstreamError as e:

@@ -1,8 +1,8 @@
 """One non-blocking unix socket of the filtering proxy, on the asyncio
 loop: reads bytes and fds (SCM_RIGHTS) for a wire/framer.Framer, writes
-queued bytes with their fds, and stops reading while the socket it feeds
-cannot keep up (so a slow reader cannot make the proxy buffer without
-end)."""
+queued bytes with their fds, and stops reading while the socket it feeds,
+or its own peer, cannot keep up (so a slow reader cannot make the proxy
+buffer without end)."""
 
 import array
 import os
@@ -13,15 +13,18 @@ from ..io.fds import close_fds, fds_from_ancillary
 
 READ_SIZE = 65536
 _ANC_SIZE = socket.CMSG_SPACE(253 * 4)
-# Queued bytes at which the other side of the proxy stops being read.
+# Queued bytes at which a stream's peer, and the other side of the proxy
+# (which feeds it), stop being read.
 HIGH_WATER = 4 * 1024 * 1024
 
 
 class Stream:
     """on_data(bytes, fds) for each read; on_close(reason) once.  `partner`
-    is the stream fed by what this one reads (paused while it is full)."""
+    is the stream fed by what this one reads (paused while it is full).
+    With `own_limit`, it is paused too while more than that is queued for
+    its own peer: for a client, to which the proxy also answers itself."""
 
-    def __init__(self, loop, sock, on_data, on_close):
+    def __init__(self, loop, sock, on_data, on_close, own_limit=None):
         sock.setblocking(False)
         self.loop = loop
         self.sock = sock
@@ -34,6 +37,7 @@ class Stream:
         self.reading = False
         self.closed = False
         self.partner = None
+        self.own_limit = own_limit
         self.resume()
 
     def resume(self) -> None:
@@ -60,9 +64,21 @@ class Stream:
             self.close("hung up")
             return
         self.on_data(data, fds)
+        if not self._may_read():
+            self.pause()
+
+    def _may_read(self) -> bool:
+        """Neither what this stream feeds (forwarded) nor, with own_limit,
+        its own queue (what the proxy answers it itself: errors, its own
+        replies) is full.  A client that does not read what it is sent is
+        not read until it does, as the bus treats its own connections
+        (io/connection.py): else the proxy's answers to one would grow
+        without end."""
         partner = self.partner
         if partner is not None and partner.queued > HIGH_WATER:
-            self.pause()
+            return False
+        limit = self.own_limit
+        return limit is None or self.queued <= limit
 
     def send(self, data: bytes, fds=()) -> None:
         """Queue data (and copies of fds: the caller keeps its own)."""
@@ -127,10 +143,12 @@ class Stream:
         if self.writing:
             self.loop.remove_writer(self.fd)
             self.writing = False
-        # drained: whoever feeds us may be read again
-        for other in (self.partner,):
-            if other is not None and other.partner is self and not other.reading:
-                other.resume()
+        # drained: whoever feeds us, and we ourselves, may be read again
+        if not self.reading and self._may_read():
+            self.resume()
+        other = self.partner
+        if other is not None and other.partner is self and not other.reading and other._may_read():
+            other.resume()
 
     def close(self, reason: str = "") -> None:
         if self.closed:

@@ -58,7 +58,7 @@ class ProxyGroup:
             log.warning("client on %s: %s", self.group.path, e)
             conn.close()
 
-    def stop(self) -> None:
+    def close(self) -> None:
         for s in list(self.sessions):
             s.close("the proxy is stopping")
         if self.sock is not None:

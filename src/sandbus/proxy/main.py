@@ -145,19 +145,15 @@ class Proxy:
             n.stop()
             n.close()
         self.native = []
-        for b in self.backends:
-            b.stop()
+        # a proxied group is served (backends) or, if the loop never ran,
+        # only listening: either way its socket and its path go
+        for part in self.backends + self.listening:
+            part.close()
             try:
-                os.unlink(b.group.path)
+                os.unlink(part.group.path)
             except OSError:
                 pass
         self.backends = []
-        for listening in self.listening:
-            listening.close()
-            try:
-                os.unlink(listening.group.path)
-            except OSError:
-                pass
         self.listening = []
         if self.loop is not None:
             self.loop.close()

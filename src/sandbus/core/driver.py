@@ -199,27 +199,11 @@ class Driver:
         bus = self.bus
         member = msg.member
         try:
-            # The method and its signature are checked before the body is
-            # read, and the body is parsed only when it is what the method
-            # takes: no other body costs the bus more than a glance.
-            row = self._find(msg.interface, member)
-            iface = row.interface if row is not None else msg.interface
-            if iface is not None and not self._interface_here(iface, msg.path):
-                if msg.interface is None:
-                    row = None  # dbus-daemon looks for the member only where it is here
-                else:
-                    raise DBusError(errors.UNKNOWN_INTERFACE,
-                                    f"{DRIVER_NAME} does not understand message {member}")
-            if row is None:
-                raise DBusError(errors.UNKNOWN_METHOD, f"{DRIVER_NAME} does not understand message {member}")
-            if msg.signature != row.in_sig:
-                raise DBusError(errors.INVALID_ARGS,
-                                f"Call to {member} has wrong args ({msg.signature}, expected {row.in_sig})")
             try:
+                row, args = self.resolve_call(msg)
+            except (MarshalError, ValueError) as e:
                 # dbus-daemon validates every body it loads: a malformed one is
                 # a protocol violation, not an argument error.
-                args = msg.body() if row.in_sig else ()
-            except (MarshalError, ValueError) as e:
                 bus.kick(peer, f"malformed message body: {e}")
                 return False
             view = bus.mediation.driver_call(peer, row, msg, args) if peer.restricted else None
@@ -245,6 +229,29 @@ class Driver:
         if after is not None:
             after()
         return True
+
+    def resolve_call(self, msg):
+        """(row, args) of the method a call to the bus names: DBusError for
+        one the driver answers with an error, MarshalError or ValueError
+        for a malformed body.  Also the proxy back end's (proxy/filter.py),
+        which answers as the bus would.  The method and its signature are
+        checked before the body is read, and the body is parsed only when
+        it is what the method takes: no other body costs more than a
+        glance."""
+        member = msg.member
+        row = self._find(msg.interface, member)
+        iface = row.interface if row is not None else msg.interface
+        if iface is not None and not self._interface_here(iface, msg.path):
+            if msg.interface is None:
+                row = None  # dbus-daemon looks for the member only where it is here
+            else:
+                raise DBusError(errors.UNKNOWN_INTERFACE, f"{DRIVER_NAME} does not understand message {member}")
+        if row is None:
+            raise DBusError(errors.UNKNOWN_METHOD, f"{DRIVER_NAME} does not understand message {member}")
+        if msg.signature != row.in_sig:
+            raise DBusError(errors.INVALID_ARGS,
+                            f"Call to {member} has wrong args ({msg.signature}, expected {row.in_sig})")
+        return row, (msg.body() if row.in_sig else ())
 
     def _interface_here(self, iface: str, path: str) -> bool:
         if iface in _ANY_PATH:

@@ -327,20 +327,8 @@ class ClientFilter:
             self._up(msg)  # the bus drops signals to it
             return
         member = msg.member
-        row = _TABLE._find(msg.interface, member)
-        iface = row.interface if row is not None else msg.interface
-        if iface is not None and not _TABLE._interface_here(iface, msg.path):
-            if msg.interface is None:
-                row = None
-            else:
-                raise DBusError(errors.UNKNOWN_INTERFACE, f"{DRIVER_NAME} does not understand message {member}")
-        if row is None:
-            raise DBusError(errors.UNKNOWN_METHOD, f"{DRIVER_NAME} does not understand message {member}")
-        if msg.signature != row.in_sig:
-            raise DBusError(errors.INVALID_ARGS,
-                            f"Call to {member} has wrong args ({msg.signature}, expected {row.in_sig})")
         try:
-            args = msg.body() if row.in_sig else ()
+            row, args = _TABLE.resolve_call(msg)
         except (MarshalError, ValueError) as e:
             self.closed_reason = f"malformed message body: {e}"
             return

@@ -392,3 +392,27 @@ def test_match_rules_sent_with_no_reply_expected_are_kept_and_forgotten():
     assert only(f.to_bus).member == "RemoveMatch"
     f.from_bus(noc(NOTIF, "", ":1.5"))
     assert take(f.to_client) == []
+
+
+def test_calls_the_bus_refuses_are_refused_with_the_bus_s_errors():
+    """The proxy resolves a call to the bus as core/driver.py does
+    (Driver.resolve_call), so a client behind it gets the bus's own
+    errors for an unknown method or interface or wrong args, none of which
+    reaches the bus."""
+    f, _ = ready_filter()
+    cases = [
+        (bus_call(5, "NoSuchMethod"), "org.freedesktop.DBus.Error.UnknownMethod",
+         "org.freedesktop.DBus does not understand message NoSuchMethod"),
+        (call(6, BUS, "/elsewhere", "org.freedesktop.DBus.Properties", "GetAll", "s", (BUS,)),
+         "org.freedesktop.DBus.Error.UnknownInterface", "org.freedesktop.DBus does not understand message GetAll"),
+        (call(7, BUS, "/elsewhere", None, "GetAll", "s", (BUS,)), "org.freedesktop.DBus.Error.UnknownMethod",
+         "org.freedesktop.DBus does not understand message GetAll"),
+        (bus_call(8, "NameHasOwner", "u", (1,)), "org.freedesktop.DBus.Error.InvalidArgs",
+         "Call to NameHasOwner has wrong args (u, expected s)"),
+    ]
+    for m, name, text in cases:
+        f.from_client(m)
+        assert take(f.to_bus) == []
+        e = only(f.to_client)
+        assert (e.type, e.reply_serial, e.sender, e.error_name, e.body()) == (ERROR, m.serial, BUS, name, [text])
+    assert f.closed_reason is None

@@ -270,3 +270,36 @@ def test_an_app_reaped_before_the_portal_serves_is_just_its_exit_status():
     la.proc = subprocess.Popen(["sh", "-c", "exit 3"])
     la.proc.wait()
     assert la._wait_exit() == 3
+
+
+PRELOAD_C = r"""
+#include <fcntl.h>
+#include <unistd.h>
+__attribute__((constructor)) static void ran(void) {
+    int fd = open(MARKER, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (fd >= 0) { write(fd, "ran\n", 4); close(fd); }
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is needed to build the preloaded library")
+def test_a_callers_ld_preload_never_runs_on_the_host(bus, env, tmp_path):
+    # The app writes a library into its sandbox directory and names it in
+    # Spawn's env: bwrap runs on the host, so it must not get it (launcher/
+    # portal.py starts bwrap with an empty environment); the sibling does.
+    app_id = "org.example.Preloader"
+    shared = os.path.join(env["HOME"], ".var", "app", app_id, "sandbox")
+    os.makedirs(shared)
+    marker = tmp_path / "ran-on-the-host"
+    src = tmp_path / "evil.c"
+    src.write_text(PRELOAD_C)
+    lib = os.path.join(shared, "evil.so")
+    subprocess.run(["gcc", "-shared", "-fPIC", f"-DMARKER=\"{marker}\"", "-o", lib, str(src)], check=True)
+    # the library works: preloaded on the host, it leaves its marker
+    subprocess.run(["true"], env=dict(os.environ, LD_PRELOAD=lib), check=True)
+    assert marker.read_text() == "ran\n"
+    marker.unlink()
+    script = f"$FS --sandbox --env=LD_PRELOAD={lib} sh -c 'echo \"preload:$LD_PRELOAD\"'; echo \"status $?\""
+    cp = sandbus_run([f"--app-id={app_id}", "--", *inside(script)], env, check=0)
+    assert cp.stdout.splitlines() == [f"preload:{lib}", "status 0"], cp.stderr
+    assert not marker.exists(), "the caller's LD_PRELOAD ran on the host"

@@ -303,3 +303,40 @@ def test_a_callers_ld_preload_never_runs_on_the_host(bus, env, tmp_path):
     cp = sandbus_run([f"--app-id={app_id}", "--", *inside(script)], env, check=0)
     assert cp.stdout.splitlines() == [f"preload:{lib}", "status 0"], cp.stderr
     assert not marker.exists(), "the caller's LD_PRELOAD ran on the host"
+
+
+# The app spoofs the bus's NameOwnerChanged for its own name, unicast to
+# the portal: a WATCH_BUS sibling of its must live on (SpawnExited comes
+# only when SpawnSignal ends it).
+SPOOF_PROBE = """
+from jeepney import DBusAddress, new_method_call, new_signal, MessageType, HeaderFields
+from jeepney.io.blocking import open_dbus_connection
+conn = open_dbus_connection(bus="SESSION")
+p = DBusAddress("/org/freedesktop/portal/Flatpak", bus_name="org.freedesktop.portal.Flatpak",
+                interface="org.freedesktop.portal.Flatpak")
+r = conn.send_and_get_reply(new_method_call(p, "Spawn", "ayaaya{uh}a{ss}ua{sv}",
+                                            (b"/\\0", [b"sleep\\0", b"60\\0"], {}, {}, 4 | 16, {})))
+pid = r.body[0]
+sig = new_signal(DBusAddress("/org/freedesktop/DBus", interface="org.freedesktop.DBus"), "NameOwnerChanged",
+                 "sss", (conn.unique_name, conn.unique_name, ""))
+sig.header.fields[HeaderFields.destination] = "org.freedesktop.portal.Flatpak"
+conn.send(sig)
+conn.send_and_get_reply(new_method_call(DBusAddress("/", bus_name="org.freedesktop.portal.Flatpak",
+                                                    interface="org.freedesktop.DBus.Peer"), "Ping"))
+def exited(timeout):
+    try:
+        while True:
+            m = conn.receive(timeout=timeout)
+            if m.header.message_type == MessageType.signal and m.header.fields[HeaderFields.member] == "SpawnExited":
+                return m.body[1] >> 8  # bwrap's exit code: 128 + the signal
+    except TimeoutError:
+        return None
+print("after spoof", exited(2))
+conn.send_and_get_reply(new_method_call(p, "SpawnSignal", "uub", (pid, 15, False)))
+print("after SpawnSignal", exited(5))
+"""
+
+
+def test_a_spoofed_name_owner_changed_ends_no_sibling(bus, env):
+    cp = sandbus_run(["--", SYSTEM_PYTHON, "-c", SPOOF_PROBE], env, check=0)
+    assert cp.stdout.splitlines() == ["after spoof None", "after SpawnSignal 143"], cp.stderr

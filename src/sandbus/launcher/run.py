@@ -175,13 +175,7 @@ class Launcher:
         for fd in (lfd, ready_r, stop_r):
             self._close(fd)
         self._close(ready_w)  # hung up == ready: the bus starts accepting
-        os.write(block_w, b"1")  # bwrap goes on to exec the command
-        self.wait_block_read(block_w, lambda: self.proc.poll() is not None)
-        self._close(block_w)
-        self._remove_tmpdir()
-
-        self.portal = SpawnPortal(self)
-        status = self._wait_exit()
+        status = self._release_and_wait(block_w)
         if opts.learn:
             self._print_learned()
         self._wait_removed()
@@ -263,9 +257,26 @@ class Launcher:
             except ProcessLookupError:
                 pass
 
+    def _release_and_wait(self, block_w: int) -> int:
+        """Let bwrap exec the command, serve the portal until it exits; its
+        exit status.  Signals are forwarded from before the app can run: one
+        that came while the launcher was still tidying up after the release
+        would otherwise end the launcher (Ctrl-C: KeyboardInterrupt, 130)
+        and never reach the app."""
+        old = {s: signal.signal(s, self._forward) for s in FORWARDED}
+        try:
+            os.write(block_w, b"1")  # bwrap goes on to exec the command
+            self.wait_block_read(block_w, lambda: self.proc.poll() is not None)
+            self._close(block_w)
+            self._remove_tmpdir()
+            self.portal = SpawnPortal(self)
+            return self._wait_exit()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
     def _wait_exit(self) -> int:
         """Serve the portal until the app exits; its exit status."""
-        old = {s: signal.signal(s, self._forward) for s in FORWARDED}
         app_fd = None
         try:
             try:
@@ -278,8 +289,6 @@ class Launcher:
         finally:
             if app_fd is not None:
                 os.close(app_fd)
-            for s, h in old.items():
-                signal.signal(s, h)
             if self.portal is not None:
                 self.portal.stop_all()
         self.proc = None

@@ -5,6 +5,7 @@ same default sandbox (launcher/sandbox.py) around `true`.
 
 `sandbus run` pays for the Python interpreter, a bus connection, AddServer
 and the wait for InstanceRemoved on top of bwrap; the figures say how much.
+The imports of sandbus-dbus-proxy are timed too: Flatpak waits for its `x`.
 Beside the wall time, the CPU time (user + sys) of the command and of every
 process it waited for (bwrap's), from getrusage(RUSAGE_CHILDREN): the wall
 time includes waits on the bus, the CPU time is what start-up itself costs
@@ -70,11 +71,14 @@ def main(argv=None):
             run = [sys.executable, "-m", "sandbus.cli", "run", "--", "true"]
             bare = [sys.executable, "-c", "pass"]  # the interpreter alone: what no import change removes
             py = [sys.executable, "-c", "import sandbus.launcher.run"]
+            # what sandbus-dbus-proxy imports before it can write `x` (Flatpak waits on it)
+            proxy = [sys.executable, "-c", "import sandbus.proxy.main"]
             _time(bw, env, 2)
             _time(run, env, 2)  # warm the page cache
             results = {"bwrap ... true": _time(bw, env, args.runs),
                        "python -c pass": _time(bare, env, args.runs),
                        "python -c 'import sandbus.launcher.run'": _time(py, env, args.runs),
+                       "python -c 'import sandbus.proxy.main'": _time(proxy, env, args.runs),
                        "sandbus run -- true": _time(run, env, args.runs)}
             s.close()
         finally:

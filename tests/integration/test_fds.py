@@ -1,12 +1,18 @@
 """Unix file descriptor passing through the bus."""
 
+import array
 import asyncio
 import os
+import socket
 import tempfile
+import time
+
+import pytest
 
 from jeepney import DBusAddress, HeaderFields, MessageType, new_method_call, new_signal
 
-from itutil import TIMEOUT, Client, assert_bus_alive, describe, error_name
+from itutil import (IS_SANDBUS, TIMEOUT, Client, assert_bus_alive, describe, error_name, hello_bytes,
+                    is_closed, raw_auth, raw_connect)
 
 ERR = "org.freedesktop.DBus.Error."
 
@@ -142,3 +148,48 @@ def test_negotiate_unix_fd_agreed(bus):
         assert recv_line(s) == b"AGREE_UNIX_FD\r\n"
     finally:
         s.close()
+
+
+def _send_with_fd(s, data):
+    r, w = os.pipe()
+    try:
+        s.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [r]))])
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+@pytest.mark.skipif(not IS_SANDBUS, reason="sandbus disconnects; dbus-daemon's handling differs")
+def test_fds_without_negotiating_them_disconnect(bus):
+    # The bus reads such a peer without an ancillary buffer; the fds it sends
+    # anyway must still cost it its connection, not pass unnoticed.
+    s = raw_connect(bus)
+    raw_auth(s)
+    s.sendall(hello_bytes())
+    time.sleep(0.3)
+    assert s.recv(65536)  # the Hello's reply: the ping comes in a read of its own
+    ping = new_method_call(DBusAddress("/", bus_name="org.freedesktop.DBus",
+                                       interface="org.freedesktop.DBus.Peer"), "Ping")
+    _send_with_fd(s, ping.serialise(serial=2))
+    assert is_closed(s)
+    assert_bus_alive(bus)
+
+
+@pytest.mark.skipif(not IS_SANDBUS, reason="sandbus disconnects; dbus-daemon's handling differs")
+def test_fds_without_negotiating_them_inside_a_large_message_disconnect(bus):
+    with Client(bus.address) as b:
+        s = raw_connect(bus)
+        raw_auth(s)
+        s.sendall(hello_bytes())
+        big = new_method_call(DBusAddress("/x", bus_name=b.unique_name, interface="com.example.Big"),
+                              "Take", "ay", (b"x" * (1024 * 1024),)).serialise(serial=2)
+        s.sendall(big[:128 * 1024])   # the bus is now reading it into its own buffer
+        time.sleep(0.3)
+        _send_with_fd(s, big[128 * 1024:256 * 1024])
+        try:
+            s.sendall(big[256 * 1024:])
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        assert is_closed(s)
+        b.assert_no(lambda m: m.header.message_type == MessageType.method_call)
+    assert_bus_alive(bus)

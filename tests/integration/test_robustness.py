@@ -2,6 +2,7 @@
 queues, allocation driven by a declared length, a poisoned header cache, and
 replies smuggled out of a mediated container."""
 
+import socket
 import struct
 import time
 
@@ -207,3 +208,30 @@ def test_fds_pipelined_behind_begin_are_delivered(bus):
         replies = [m for m in recv_messages(s, 3) if m.header.fields.get(5) == 2]  # reply to serial 2
         assert replies and replies[0].body == ("through the bus",), replies
         s.close()
+
+
+def test_replies_to_a_slow_reader_arrive_whole_and_in_order(bus):
+    # The bus writes what it queued for one peer as one sendmsg of many
+    # buffers; a reader that lets its socket fill makes those writes end
+    # part-way through a message, and the rest must follow in order.
+    from jeepney import DBusAddress, new_method_call
+    from jeepney.low_level import Parser
+
+    s = registered(bus)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    ping = DBusAddress("/", bus_name="org.freedesktop.DBus", interface="org.freedesktop.DBus.Peer")
+    calls = 20000  # over 1 MB of replies: far more than the sockets hold
+    s.sendall(b"".join(new_method_call(ping, "Ping").serialise(serial=2 + i) for i in range(calls)))
+    time.sleep(0.5)  # the replies fill the socket before we read any
+    parser = Parser()
+    serials = []
+    deadline = time.monotonic() + TIMEOUT
+    while len(serials) < calls + 1 and time.monotonic() < deadline:
+        data = s.recv(65536)
+        assert data, "bus hung up"
+        for m in parser.feed(data):
+            if m.header.message_type == MessageType.method_return:
+                serials.append(m.header.fields[HeaderFields.reply_serial])
+    assert serials == list(range(1, calls + 2))  # Hello's reply, then every Ping's
+    s.close()
+    assert_bus_alive(bus)

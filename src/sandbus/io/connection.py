@@ -19,6 +19,7 @@ READ_SIZE = 64 * 1024
 MAX_FDS_PER_READ = 253  # the kernel's SCM_MAX_FD
 _ANC_SIZE = socket.CMSG_SPACE(MAX_FDS_PER_READ * 4)
 _WRITE_CHUNK = 1024 * 1024
+_MAX_IOV = 1024  # the kernel's UIO_MAXIOV: sendmsg refuses more buffers
 # Write out what routing queued after this many messages of one read, not
 # only at its end: the receivers start on the first ones while we route the
 # rest.  64 calls in flight: 0.88x dbus-daemon's calls/s when the whole read
@@ -80,8 +81,18 @@ class Connection:
                     if self.framer.big is not None:
                         break  # the kernel had no more for now
                     continue
+                peer = self.peer
                 try:
-                    data, anc, flags, _ = self.sock.recvmsg(READ_SIZE, _ANC_SIZE)
+                    if peer is not None and not peer.unix_fds:
+                        # No fds negotiated: no ancillary buffer to hand the
+                        # kernel and none to parse.  Fds sent anyway are
+                        # closed by the kernel, which says so by MSG_CTRUNC.
+                        data, anc, flags, _ = self.sock.recvmsg(READ_SIZE)
+                        if flags & socket.MSG_CTRUNC:
+                            self.server.bus.kick(peer, "sent unix fds without negotiating them")
+                            return
+                    else:
+                        data, anc, flags, _ = self.sock.recvmsg(READ_SIZE, _ANC_SIZE)
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as e:
@@ -131,7 +142,13 @@ class Connection:
         into = self.framer.read_into()
         want = len(into)
         try:
-            n, anc, flags, _ = self.sock.recvmsg_into([into], _ANC_SIZE)
+            if self.peer.unix_fds:
+                n, anc, flags, _ = self.sock.recvmsg_into([into], _ANC_SIZE)
+            else:  # as in _on_readable: no ancillary buffer without fds
+                n, anc, flags, _ = self.sock.recvmsg_into([into])
+                if flags & socket.MSG_CTRUNC:
+                    self.server.bus.kick(self.peer, "sent unix fds without negotiating them")
+                    return False
         except (BlockingIOError, InterruptedError):
             return True
         except OSError as e:
@@ -329,15 +346,29 @@ class Connection:
                     else:
                         q[0] = memoryview(data)[n:]  # its fds went with its first byte
                     continue
-                if len(q) > 1 and len(item) < _WRITE_CHUNK:
+                if len(q) > 1 and len(item) < _WRITE_CHUNK and type(q[1]) is not list:
+                    # Several messages: one sendmsg of all their buffers
+                    # (writev), without joining them into a copy first.
                     parts = []
                     size = 0
-                    while q and type(q[0]) is not list and size < _WRITE_CHUNK:
-                        d = q.popleft()
+                    for d in q:
+                        if type(d) is list or size >= _WRITE_CHUNK or len(parts) == _MAX_IOV:
+                            break
                         parts.append(d)
                         size += len(d)
-                    item = b"".join(parts)
-                    q.appendleft(item)
+                    n = sock.sendmsg(parts)
+                    self.queued_bytes -= n
+                    left = n
+                    for d in parts:
+                        if left < len(d):
+                            break
+                        left -= len(d)
+                        q.popleft()
+                    if left:
+                        q[0] = memoryview(q[0])[left:]
+                    if n < size:
+                        break  # the socket is full
+                    continue
                 n = sock.send(item)
             except (BlockingIOError, InterruptedError):
                 break

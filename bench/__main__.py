@@ -72,6 +72,9 @@ def main(argv=None):
     print(report.table(doc))
     report.write_json(doc, args.json)
     print("\nJSON: %s" % args.json)
+    md = os.path.splitext(args.json)[0] + ".md"
+    report.write_markdown(doc, md)
+    print("README table: %s (python -m bench.report %s re-renders it)" % (md, args.json))
     plot = args.plot or os.path.splitext(args.json)[0] + ".png"
     if report.write_plot(doc, plot):
         print("plot: %s" % plot)

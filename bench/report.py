@@ -131,3 +131,92 @@ def write_plot(doc, path):
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+# The rows of the README's table (README.md, "Benchmarks"), in its order.
+ROW_LABELS = {
+    "sequential": "sequential calls",
+    "inflight": "64 calls in flight",
+    "two_clients": "2 clients",
+    "broadcast_10": "broadcast to 10, 10k rules",
+    "broadcast_100": "broadcast to 100, 10k rules",
+    "payload_1mib": "1 MiB payloads",
+    "fd_passing": "fd passing",
+    "connect_hello": "connect + Hello",
+    "jeepney_sequential": "jeepney client, sequential",
+    "idle_connections": "idle connection, RSS growth",
+    "scaling_rules": "100k rules vs none, broadcast (flat)",
+    "scaling_connections": "10k connections vs none, sequential (flat)",
+}
+# Column headings for the systems, as the README names them; sandbus's
+# own columns come first.
+COLUMN_LABELS = {
+    "xdg-dbus-proxy": "dbus-daemon + xdg-dbus-proxy",
+    "sandbus-contained": "sandbus, mediated container (100 rules)",
+}
+# The figure each row shows: CPU per operation, except where the workload
+# measures something else.
+_ROW_METRIC = {"idle_connections": ("rss_per_conn_b", " B/conn"),
+               "scaling_rules": ("flatness", ""), "scaling_connections": ("flatness", "")}
+
+
+def _cell(entry, metric, unit):
+    med = entry.get("median", {})
+    if metric not in med:
+        return ""
+    ratio = entry.get("ratio", {}).get(metric)
+    if metric == "flatness" or ratio is None:
+        return _fmt(med[metric]) + unit
+    return "%s%s (%.2f×)" % (_fmt(med[metric]), unit, ratio)
+
+
+def markdown(doc):
+    """The README's table: one row per workload, sandbus's throughput, then
+    every other bus's CPU per operation with its ratio to dbus-daemon's."""
+    shown = [n for n, s in doc["systems"].items() if s.get("status") == "ok" and n != BASELINE]
+    shown.sort(key=lambda n: n != "sandbus")  # stable: the rest keep the run's order
+    head = ["workload"]
+    if "sandbus" in shown:
+        head.append("sandbus ops/s")
+    head += ["%s CPU" % COLUMN_LABELS.get(n, n) for n in shown]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    order = [w for w in ROW_LABELS if w in doc["results"]]
+    order += [w for w in doc["results"] if w not in ROW_LABELS]
+    for wname in order:
+        per_system = doc["results"][wname]
+        metric, unit = _ROW_METRIC.get(wname, ("cpu_us_per_op", " µs"))
+        row = [ROW_LABELS.get(wname, wname)]
+        if "sandbus" in shown:
+            row.append(_cell(per_system.get("sandbus", {}), "ops_per_s", "")
+                       if metric == "cpu_us_per_op" else "")
+        row += [_cell(per_system.get(n, {}), metric, unit) for n in shown]
+        lines.append("| " + " | ".join(row) + " |")
+    meta = doc.get("meta", {})
+    lines.append("")
+    lines.append("%s runs (medians), %s, %s CPUs; CPU = the bus's own CPU per operation "
+                 "(/proc), ratios to %s." % (meta.get("runs", "?"), meta.get("date", "?"),
+                                             meta.get("cpus", "?"), BASELINE))
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(doc, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(markdown(doc))
+
+
+def main(argv=None):
+    """python -m bench.report FILE.json [OUT.md]: re-render a saved run."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not 1 <= len(argv) <= 2:
+        sys.exit("usage: python -m bench.report FILE.json [OUT.md]")
+    with open(argv[0]) as f:
+        doc = json.load(f)
+    if len(argv) == 2:
+        write_markdown(doc, argv[1])
+    else:
+        sys.stdout.write(markdown(doc))
+
+
+if __name__ == "__main__":
+    main()

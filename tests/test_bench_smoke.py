@@ -43,6 +43,16 @@ def test_bench_quick_produces_numbers(tmp_path):
     assert doc["results"]["sequential"]["dbus-daemon"]["median"]["p99_us"] > 0
     assert "== sequential" in proc.stdout
 
+    # the README's table, next to the JSON, and the same again from the JSON
+    md = (tmp_path / "bench.md").read_text()
+    assert md.startswith("| workload | sandbus ops/s | sandbus CPU |") or "sandbus" not in expected
+    rows = [line for line in md.splitlines() if line.startswith("| ")]
+    assert [r.split(" | ")[0] for r in rows[1:]] == ["| sequential calls", "| 64 calls in flight"]
+    again = subprocess.run([sys.executable, "-m", "bench.report", str(out)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=30)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == md
+
 
 def test_core_cost_runs():
     """bench.core_cost drives the sans-I/O core in-process; keep it working."""

@@ -142,6 +142,23 @@ def test_others_see_name_owner_changed_for_new_and_gone_peers(bus):
     assert sig_summary(w.received()) == [("NameOwnerChanged", (c.unique_name, c.unique_name, ""))]
 
 
+@pytest.mark.parametrize("rule", [
+    "type='signal',member='NameOwnerChanged'",
+    "interface='org.freedesktop.DBus'",
+    "path='/org/freedesktop/DBus'",
+    "sender='org.freedesktop.DBus'",
+    "type='signal'",
+    "",
+])
+def test_name_owner_changed_reaches_a_rule_keyed_any_way(bus, rule):
+    # The bus skips building a broadcast of its own that no rule could
+    # receive: every way a rule is indexed must still count as a receiver.
+    w = connect(bus)
+    w.bus_ok("AddMatch", "s", (rule,))
+    c = connect(bus)
+    assert ("NameOwnerChanged", (c.unique_name, "", c.unique_name)) in sig_summary(w.received())
+
+
 def test_invalid_message_disconnects_only_the_sender(bus):
     a, b = connect(bus), connect(bus)
     data = bytearray(build_message(METHOD_CALL, 1, path="/", member="M", destination=b.unique_name))

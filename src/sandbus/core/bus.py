@@ -416,6 +416,9 @@ class Bus:
 
     def emit_signal(self, member: str, signature: str, body, destination: Peer = None,
                     interface: str = DRIVER_INTERFACE, path: str = DRIVER_PATH) -> None:
+        if destination is None and not self.monitors \
+                and not self.matches.may_match(member, interface, path, self.driver_peer):
+            return  # a broadcast with no rule to receive it (NameOwnerChanged of every connect)
         data = build_message(SIGNAL, self.next_serial(), flags=NO_REPLY_EXPECTED, path=path, interface=interface, member=member,
                              destination=destination.unique_name if destination else None,
                              sender=DRIVER_NAME, signature=signature, body=body)

@@ -279,6 +279,22 @@ class MatchIndex:
         if not bucket and table is not None:
             del table[key]
 
+    def may_match(self, member, interface, path, sender) -> bool:
+        """Whether any rule is a candidate for a message with these keys from
+        sender (the buckets candidates() reads): the bus asks before it
+        builds a broadcast of its own, which nobody may be listening to."""
+        if self.unkeyed or member in self.by_member or interface in self.by_interface \
+                or path in self.by_path:
+            return True
+        by_sender = self.by_sender
+        if by_sender:
+            if sender.unique_name in by_sender:
+                return True
+            for name in sender.names:
+                if name in by_sender:
+                    return True
+        return False
+
     def candidates(self, msg, sender):
         found = []
         b = self.by_member.get(msg.member)

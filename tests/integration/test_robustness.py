@@ -235,3 +235,51 @@ def test_replies_to_a_slow_reader_arrive_whole_and_in_order(bus):
     assert serials == list(range(1, calls + 2))  # Hello's reply, then every Ping's
     s.close()
     assert_bus_alive(bus)
+
+
+def test_large_messages_to_a_slow_reader_arrive_whole_and_in_order(bus):
+    # A large body leaves the bus as a view of the buffer it was read into,
+    # written with its header by one sendmsg; writes that stop part-way
+    # (the reader lets its socket fill) must resume in the body and keep
+    # the small messages queued behind it in order.
+    import os
+    import threading
+
+    from jeepney import DBusAddress, new_method_call
+    from jeepney.low_level import Parser
+
+    receiver = registered(bus)
+    receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    parser = Parser()
+    unique = None
+    while unique is None:
+        for m in parser.feed(receiver.recv(65536)):
+            if m.header.message_type == MessageType.method_return:
+                unique = m.body[0]
+    target = DBusAddress("/", bus_name=unique, interface="com.example.Sink")
+    bodies = []
+    for i in range(12):
+        bodies.append(os.urandom(300000) if i % 2 == 0 else os.urandom(40))
+    wire = []
+    for i, body in enumerate(bodies):
+        msg = new_method_call(target, "Take", "ay", (body,))
+        msg.header.flags = 1  # NO_REPLY_EXPECTED
+        wire.append(msg.serialise(serial=2 + i))
+    sender = registered(bus)
+    sending = threading.Thread(target=sender.sendall, args=(b"".join(wire),), daemon=True)
+    sending.start()
+    time.sleep(0.5)  # the bus fills the receiver's socket before it reads
+    got = []
+    deadline = time.monotonic() + TIMEOUT
+    while len(got) < len(bodies) and time.monotonic() < deadline:
+        data = receiver.recv(65536)
+        assert data, "bus hung up"
+        for m in parser.feed(data):
+            if m.header.message_type == MessageType.method_call:
+                got.append(m.body[0])
+    sending.join(TIMEOUT)
+    assert [len(b) for b in got] == [len(b) for b in bodies]
+    assert got == bodies
+    receiver.close()
+    sender.close()
+    assert_bus_alive(bus)

@@ -427,6 +427,26 @@ def test_forwarded_without_bus_fields_present(endian):
     assert m.forwarded(sender_field(endian, ":1.7")) is out
 
 
+@pytest.mark.parametrize("endian", "lB")
+@pytest.mark.parametrize("size", [0, 3, 200000])
+def test_forwarded_parts_are_forwarded_unjoined(endian, size):
+    data = build_message(METHOD_CALL, 9, path="/x", interface="a.b", member="M", destination=":1.3",
+                         signature="ay", body=(b"\x07" * size,), endian=endian)
+    for buf in (data, bytearray(data)):  # a large message is read into a bytearray
+        m = Message(buf)
+        head, body = m.forwarded_parts(sender_field(endian, ":1.7"))
+        assert isinstance(body, memoryview) and body.obj is buf  # a view, not a copy
+        assert head + bytes(body) == Message(bytes(buf)).forwarded(sender_field(endian, ":1.7"))
+
+
+@pytest.mark.parametrize("endian", "lB")
+def test_forwarded_parts_none_when_fields_are_rewritten(endian):
+    fields = CALL_FIELDS + [(FIELD_SENDER, Variant("s", ":1.999")), (FIELD_SIGNATURE, Variant("g", "s"))]
+    m = Message(raw_message(METHOD_CALL, fields, body=marshal("s", ["x"], endian), endian=endian))
+    assert m.forwarded_parts(sender_field(endian)) is None
+    assert header_fields(m.forwarded(sender_field(endian)))[FIELD_SENDER] == ("s", ":1.42")
+
+
 def test_forwarded_with_empty_body():
     m = Message(build_message(SIGNAL, 5, path="/", interface="a.b", member="S"))
     out = m.forwarded(SENDER_FIELD_L)

@@ -39,6 +39,10 @@ PEER_INTERFACE = "org.freedesktop.DBus.Peer"
 # SENDER for the bus's own messages, marshalled once per byte order.
 UNCONTAINED_FIELDS = {e: string_field(FIELD_CONTAINER_INSTANCE, "/", e, "o") for e in "lB"}
 DRIVER_SENDER_FIELDS = {e: string_field(FIELD_SENDER, DRIVER_NAME, e) for e in "lB"}
+# A body at least this large is handed to a sink that takes it (send_parts)
+# as a view beside its header, instead of being copied into one buffer with
+# it: smaller messages keep the one-buffer path the common case is tuned for.
+LARGE_BODY = 64 * 1024
 
 
 class BusSettings:
@@ -301,6 +305,13 @@ class Bus:
             e = msg.endian
             data = msg.forwarded(sender.sender_fields[e], (sender.instance_field or UNCONTAINED_FIELDS)[e])
         else:
+            if msg.body_len >= LARGE_BODY:
+                send_parts = getattr(target.sink, "send_parts", None)
+                if send_parts is not None:
+                    parts = msg.forwarded_parts(sender.sender_fields[msg.endian])
+                    if parts is not None:
+                        send_parts(parts[0], parts[1], msg.fds)
+                        return
             data = msg.forwarded(sender.sender_fields[msg.endian])
         target.sink.send(data, msg.fds)
 

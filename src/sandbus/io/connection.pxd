@@ -10,3 +10,4 @@ cdef class Connection:
     cpdef _frames(self, data, fds=*)
     cpdef _deliver(self, frame)
     cpdef flush(self)
+    cpdef send_parts(self, head, body, fds=*)

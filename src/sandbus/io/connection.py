@@ -280,6 +280,21 @@ class Connection:
             self.dirty = True
             self.server.mark_dirty(self)
 
+    def send_parts(self, head: bytes, body, fds=()) -> None:
+        """One message as its header and a view of its body
+        (Message.forwarded_parts): queued as two buffers, which _flush_queue
+        writes with one sendmsg, so the body is not copied on the way."""
+        if fds or self.closed:
+            self._send_with_fds(b"".join((head, body)), fds)
+            return
+        q = self.wqueue
+        q.append(head)
+        q.append(body)
+        self.queued_bytes += len(head) + len(body)
+        if not self.dirty:
+            self.dirty = True
+            self.server.mark_dirty(self)
+
     def _send_with_fds(self, data: bytes, fds) -> None:
         if self.closed:
             return

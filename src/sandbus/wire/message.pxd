@@ -3,3 +3,4 @@ cdef class Message:
     cdef public object error_name, reply_serial, destination, sender, signature, unix_fds
     cdef public object fields_len, body_start, _kept_fields, fds, _forwarded, args_cache
     cpdef forwarded(self, sender_field, instance_field=*)
+    cpdef forwarded_parts(self, sender_field)

@@ -463,6 +463,22 @@ class Message:
             self._forwarded = out
         return out
 
+    def forwarded_parts(self, sender_field: bytes):
+        """forwarded(sender_field) as (header, body view), not joined: a
+        large body goes out of the buffer it was read into without a copy in
+        user space (io/connection.py writes both with one sendmsg).  None if
+        the sender wrote fields the bus drops (forwarded() then)."""
+        if self._kept_fields is not None:
+            return None
+        data = self.data
+        u32 = _LE_U32 if self.endian == "l" else _BE_U32
+        body_start = self.body_start
+        n = len(sender_field)
+        # forwarded()'s common case: SENDER after the fields, where the body started
+        head = b"".join((data[:12], u32.pack(body_start - 16 + n), data[16:body_start],
+                         sender_field, _PAD[:-n % 8]))
+        return head, memoryview(data)[body_start:]
+
 
 _field_cache = {}
 

@@ -560,3 +560,13 @@ def test_string_field_encoding():
     assert string_field(FIELD_SENDER, ":1.5", "l") == b"\x07\x01s\x00\x04\0\0\0:1.5\0"
     assert string_field(FIELD_SENDER, ":1.5", "B") == b"\x07\x01s\x00\0\0\0\x04:1.5\0"
     assert string_field(FIELD_CONTAINER_INSTANCE, "/c", "l", "o") == b"\x0a\x01o\x00\x02\0\0\0/c\0"
+
+
+def test_the_validated_names_cache_is_bounded_like_the_header_caches():
+    # Each new connection's unique name and each instance's path is a new
+    # key: the cache must stop growing at the header caches' size, where
+    # bench/churn.py's instance churn levels off.
+    from sandbus.wire import message as message_mod
+    for i in range(message_mod._CACHE_SIZE * 2):
+        Message(build_message(METHOD_CALL, 1, path=f"/i/{i}", member="M", destination=f":1.{i}"))
+        assert len(message_mod._valid_cache) <= message_mod._CACHE_SIZE

@@ -6,7 +6,7 @@ cdef class Connection:
     cdef public Peer peer
     cdef public object sock, fd, listener, sasl, creds, framer, wqueue
     cdef public object queued_bytes, closed, auth_timer, reading, writing, dirty
-    cdef public object queued_fds, fd_timer
+    cdef public object queued_fds, fd_timer, budget, backlog
     cpdef _frames(self, data, fds=*)
     cpdef _deliver(self, frame)
     cpdef flush(self)

@@ -26,13 +26,20 @@ _MAX_IOV = 1024  # the kernel's UIO_MAXIOV: sendmsg refuses more buffers
 # was routed first; 1.25x after every 16; 1.5-1.7x after every 32; 1.18x
 # after every 48 (bench inflight, 3 runs each, 2 cores).
 FLUSH_EVERY = 32
+# At most this many messages of one connection are routed per event-loop
+# turn; the rest stays in its framer (in order, fds with it) and is routed
+# on the next turn, when every other ready connection had its turn too.
+# Unbounded, a flooder's pipelined calls (one read: hundreds of messages,
+# and eight reads per turn) kept every other client waiting behind them
+# (victim p99 ~300 ms in bench/flood.py).
+MESSAGES_PER_TURN = 32
 
 
 class Connection:
     __slots__ = (
         "server", "sock", "fd", "listener", "sasl", "peer", "creds", "framer", "wqueue",
         "queued_bytes", "closed", "auth_timer", "reading", "writing", "dirty",
-        "queued_fds", "fd_timer",
+        "queued_fds", "fd_timer", "budget", "backlog",
     )
 
     def __init__(self, server, sock: socket.socket, listener):
@@ -54,6 +61,8 @@ class Connection:
         self.reading = False
         self.writing = False
         self.dirty = False
+        self.budget = MESSAGES_PER_TURN  # messages it may still have routed this turn
+        self.backlog = False  # whole messages wait in the framer for the next turn
         self.auth_timer = server.loop.call_later(server.bus.limits.auth_timeout / 1000.0,
                                                  self._auth_timeout)
         self._start_reading()
@@ -73,6 +82,7 @@ class Connection:
     def _on_readable(self) -> None:
         server = self.server
         server.dispatching = True
+        self.budget = MESSAGES_PER_TURN
         try:
             for _ in range(8):  # bounded, so one busy peer cannot starve others
                 if self.framer.big is not None:
@@ -113,6 +123,10 @@ class Connection:
                     self._frames(data, fds)
                 if self.closed:
                     return
+                if self.backlog or self.budget <= 0:
+                    # _next_turn reads again once the backlog is routed; else
+                    # the loop calls us again on its next turn
+                    break
                 if self.fd_timer is not None or self.framer.fds:
                     if not self._check_pending_fds():
                         return
@@ -122,6 +136,34 @@ class Connection:
                     break
                 if len(data) < READ_SIZE:
                     break
+        finally:
+            server.dispatching = False
+            server.flush_dirty()
+
+    def _hold_rest(self) -> None:
+        """The turn's budget is spent with whole messages still buffered:
+        read nothing more (the kernel's buffer and then the sender wait)
+        and route them on the next turn."""
+        self.backlog = True
+        self._stop_reading()
+        self.server.loop.call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        if self.closed or self.peer is None:
+            return
+        server = self.server
+        server.dispatching = True
+        self.budget = MESSAGES_PER_TURN
+        self.backlog = False
+        try:
+            self._frames(b"")
+            if self.closed or self.backlog:
+                return
+            # Fds of the messages routed are claimed; what is left belongs
+            # to the message still arriving, as after a read.
+            if (self.fd_timer is not None or self.framer.fds) and not self._check_pending_fds():
+                return
+            self._resume_reading()
         finally:
             server.dispatching = False
             server.flush_dirty()
@@ -242,27 +284,37 @@ class Connection:
             # the generator (3% of the instructions of a sequential call).
             frame = None if fds else self.framer.single(data)
             if frame is not None:
+                self.budget -= 1
                 if self._deliver(frame) and self.auth_timer is not None and peer.unique_name is not None:
                     self.auth_timer.cancel()
                     self.auth_timer = None
                 return
-            for frame, mine in self.framer.frames(data, fds):
-                if mine:
-                    peer.incoming_fds.extend(mine)
-                if not self._deliver(frame):
-                    return
-                if peer.closed:
-                    return
-                delivered += 1
-                if delivered == FLUSH_EVERY:
-                    delivered = 0
-                    self.server.flush_dirty()
-                    if peer.closed:  # a write error on its own queue
+            frames = self.framer.frames(data, fds)
+            try:
+                for frame, mine in frames:
+                    if mine:
+                        peer.incoming_fds.extend(mine)
+                    if not self._deliver(frame):
                         return
-                if self.auth_timer is not None and peer.unique_name is not None:
-                    # auth_timeout covers the whole handshake, up to Hello
-                    self.auth_timer.cancel()
-                    self.auth_timer = None
+                    if peer.closed:
+                        return
+                    self.budget -= 1
+                    if self.budget <= 0:
+                        # stopping the generator keeps the rest buffered (wire/framer.py)
+                        self._hold_rest()
+                        return
+                    delivered += 1
+                    if delivered == FLUSH_EVERY:
+                        delivered = 0
+                        self.server.flush_dirty()
+                        if peer.closed:  # a write error on its own queue
+                            return
+                    if self.auth_timer is not None and peer.unique_name is not None:
+                        # auth_timeout covers the whole handshake, up to Hello
+                        self.auth_timer.cancel()
+                        self.auth_timer = None
+            finally:
+                frames.close()
         except MessageTooLarge as e:
             self.server.bus.kick(peer, str(e))
         except ProtocolError as e:
@@ -408,7 +460,7 @@ class Connection:
         self._resume_reading()
 
     def _resume_reading(self) -> None:
-        if not self.reading and self.peer is not None and not self.closed \
+        if not self.reading and self.peer is not None and not self.closed and not self.backlog \
                 and self.queued_bytes <= self.server.max_outgoing // 2:
             self._start_reading()
 

@@ -7,6 +7,9 @@ is still being routed; and the flood itself arrives whole and in order.
 Order, not time, is checked: a service reads, in the order the bus routed
 them, the flooder's pipelined calls and the victim's one call."""
 
+import os
+import signal
+import socket
 import time
 
 from jeepney import new_method_call
@@ -15,9 +18,9 @@ from jeepney.wrappers import DBusAddress
 
 from itutil import IS_DBUS_DAEMON, TIMEOUT, hello_bytes, raw_auth, raw_connect
 
-# About 150 KB in one write: it fits the socket's buffer, so the write is
-# complete before the victim sends, and it is far more than one turn's share.
-FLOOD = 2000
+# About 110 KB in one write: it fits the socket's buffer, so the write is
+# complete while the bus is stopped, and it is far more than one turn's share.
+FLOOD = 1500
 
 
 def _registered(bus):
@@ -58,8 +61,15 @@ def test_victim_is_routed_while_a_flood_is(bus):
     flooder, _, _ = _registered(bus)
     victim, victim_name, _ = _registered(bus)
     flood = b"".join(_call(service_name, "Flood", serial, no_reply=True) for serial in range(2, FLOOD + 2))
-    flooder.sendall(flood)
-    victim.sendall(_call(service_name, "Victim", 2, no_reply=True))
+    flooder.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    # Both writes are waiting when the bus wakes, the flood first: the
+    # victim's call is sent after the whole flood, whatever the scheduler does.
+    os.kill(bus.pid, signal.SIGSTOP)
+    try:
+        flooder.sendall(flood)
+        victim.sendall(_call(service_name, "Victim", 2, no_reply=True))
+    finally:
+        os.kill(bus.pid, signal.SIGCONT)
     got = _read(service, service_parser, FLOOD + 1)
     members = [m.header.fields[3] for m in got]
     at = members.index("Victim")

@@ -14,7 +14,7 @@ from ..core.driver import OWN, TALK, missing_name_error
 from ..core.errors import DBusError
 from ..core.match import MatchRule
 from ..core.mediation import DROP, HIDDEN, Denial, Mediator
-from ..wire.message import ERROR, METHOD_CALL, METHOD_RETURN
+from ..wire.message import ERROR, METHOD_CALL, METHOD_RETURN, SIGNAL
 from . import quotas
 from .learn import Observation, describe, shape
 from .rules import (
@@ -45,6 +45,22 @@ NESTABLE = ("AddServer", "StopInstance", "StopListening")
 def _mediated(peer) -> bool:
     inst = peer.container
     return inst is not None and inst.access is not None
+
+
+class _Nobody:
+    """Stands in for the owner of a name nobody owns, so that _sight does
+    the same work for a missing name as for one that exists (issue 11,
+    hole 7): a container that is no instance's, no well-known names, and a
+    unique name that no rule names but the every-unique-name rule, which
+    _shows_names_of leaves out."""
+
+    __slots__ = ()
+    container = object()
+    unique_name = ":"
+    names = ()
+
+
+NOBODY = _Nobody()
 
 
 def _names_of(peer):
@@ -151,6 +167,30 @@ class AccessControl(Mediator):
 
     def owner(self, peer, name: str, owner):
         return scoped_owner(peer, name, owner)
+
+    def hides(self, sender, msg) -> bool:
+        """A call or unicast signal from a mediated connection to a name it
+        may not see, or that nobody has: answered as missing before the bus
+        looks the name up (core/mediation.py).  Not in learn mode (the
+        rules decide later, and record it) nor for a scoped name (its
+        instance resolves it, owner()); replies are judged in unicast."""
+        inst = sender.container
+        if inst is None or inst.access is None or inst.learner is not None:
+            return False
+        mtype = msg.type
+        if mtype != METHOD_CALL and mtype != SIGNAL:
+            return False
+        dest = msg.destination
+        if dest in inst.scoped:
+            return False
+        seen, p = self._sight(sender, dest)
+        if seen:
+            return False
+        # a hidden name is a denial, logged once per shape as check_unicast
+        # logs it; a missing one costs the same short of the log line
+        what = "call" if mtype == METHOD_CALL else "signal"
+        self._note(inst, _observe(what, sender, dest, p, msg), quiet=p is NOBODY)
+        return True
 
     def unicast(self, sender, target, msg, requested: bool):
         if target is None:
@@ -264,17 +304,26 @@ class AccessControl(Mediator):
         """Whether the rules let viewer see name (no recording, no log)."""
         if not _mediated(viewer) or name == DRIVER_NAME:
             return True
+        return self._sight(viewer, name)[0]
+
+    def _sight(self, viewer, name: str):
+        """(whether mediated viewer sees name, its owner or NOBODY), with
+        the same work whether name has an owner or not: no shortcut for a
+        missing one, so the time of the answer does not tell a hidden name
+        from a missing one (issue 11, hole 7).  A name nobody owns is seen
+        only where a rule covers the name itself, and then it is answered as
+        missing anyway."""
         inst = viewer.container
-        if name.startswith(":"):
-            p = self._peer_by_name(name)
-            if p is None:
-                return False
-            if p.container is inst or name in self.callers_seen.get(viewer, ()):
-                return True
-            return bool(self._rules_for(inst, _names_of(p)))
-        if self._rules_for(inst, (name,)):
-            return True
-        return self._shows_names_of(inst, self.bus.registry.owner(name))
+        if name[0] == ":":
+            p = self.bus.peers.get(name, NOBODY)
+            seen = p.container is inst
+            seen = name in self.callers_seen.get(viewer, ()) or seen
+            seen = bool(self._rules_for(inst, (name, *p.names))) or seen
+            return seen, p
+        p = self.bus.registry.owner(name) or NOBODY
+        seen = bool(self._rules_for(inst, (name,)))
+        seen = self._shows_names_of(inst, p) or seen
+        return seen, p
 
     def _shows_names_of(self, inst, owner) -> bool:
         """Whether inst sees every well-known name owner owns: rules naming
@@ -282,27 +331,26 @@ class AccessControl(Mediator):
         for calls (check_unicast); the every-unique-name rule does not."""
         if owner is None:
             return False
-        return owner.container is inst or any(r.bus_name != UNIQUE_NAMES
-                                              for r in self._rules_for(inst, (owner.unique_name,)))
+        shown = any(r.bus_name != UNIQUE_NAMES for r in self._rules_for(inst, (owner.unique_name,)))
+        return owner.container is inst or shown
 
     def can_see(self, viewer, name: str) -> bool:
         """A driver lookup of name by viewer (NameHasOwner, GetNameOwner,
         GetConnection*...): a hidden name is a denial (logged; recorded and
         allowed in learn mode).  A name nobody owns is not worth a log line,
         but learn mode records a well-known one: the app looked it up."""
-        if self._visible(viewer, name):
+        if not _mediated(viewer) or name == DRIVER_NAME:
+            return True
+        seen, p = self._sight(viewer, name)
+        if seen:
             return True
         inst = viewer.container
-        if name.startswith(":"):
-            p = self._peer_by_name(name)
-            if p is None:
-                return False
-            names = _well_known(p)
-        else:
-            names = ()
-            if inst.learner is None and self.bus.registry.owner(name) is None:
-                return False
-        obs = Observation("see", viewer.unique_name, name, names, None, None, None)
+        unique = name[0] == ":"
+        obs = Observation("see", viewer.unique_name, name, _well_known(p) if unique else (), None, None, None)
+        if p is NOBODY and (unique or inst.learner is None):
+            # the same work as for a hidden name, but nothing logged
+            self._note(inst, obs, quiet=True)
+            return False
         return self._note(inst, obs)
 
     def _allows(self, inst, target_names, flag, path=None, interface=None, member=None,
@@ -319,19 +367,21 @@ class AccessControl(Mediator):
 
     # -- denials and learning ------------------------------------------------------
 
-    def _note(self, inst, obs, level=logging.WARNING) -> bool:
+    def _note(self, inst, obs, level=logging.WARNING, quiet=False) -> bool:
         """Something inst's rules do not allow: True (allow it) if inst is
         learning, after recording it; else False, after logging it once per
-        instance and rule shape."""
+        instance and rule shape.  quiet: not learning, just False, after
+        the same work short of the log line (a missing name's lookup, which
+        must cost what a hidden one's does)."""
         learner = inst.learner
-        if learner is not None:
+        if learner is not None and not quiet:
             if learner.record(obs):
                 log.info("learned: %s", describe(inst, obs))
             return True
         logged = inst.denials_logged
         if inst.log_denials and len(logged) < MAX_LOGGED_DENIALS:
             key = shape(obs)
-            if key not in logged:
+            if key not in logged and not quiet:
                 logged.add(key)
                 log.log(level, "denied: %s", describe(inst, obs))
                 if len(logged) == MAX_LOGGED_DENIALS:

@@ -189,6 +189,11 @@ class Bus:
         if dest == DRIVER_NAME:
             self._to_driver(sender, msg)
             return
+        if sender.restricted and self.mediation.hides(sender, msg):
+            # before any lookup: a hidden name and a missing one take the
+            # same path from here on (core/mediation.py)
+            self.driver.deliver_to_missing(sender, msg, capture=True)
+            return
         if dest[0] == ":":
             target = self.peers.get(dest)
         else:

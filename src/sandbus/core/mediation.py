@@ -3,7 +3,17 @@ pass.  Core knows only this interface; the XML policy (core/policy.py) and
 the containers' access rules (containers/access.py) implement it, and the
 proxy front end can run the same implementations on a stream of messages.
 
-Core asks about what peers send at three points (docs/architecture.md):
+Core asks about what peers send at three points (docs/architecture.md),
+and first, before it looks the destination up, one question:
+
+0. ``hides(sender, msg)`` — a unicast message (call, signal or reply) to a
+   name other than the driver's: True if its destination is not one sender
+   may see
+   (hidden, or nobody has it).  The bus then answers it as a message to a
+   missing name straight away, before any name lookup, so a hidden name
+   and a missing one take the same path from there (issue 11, hole 7: the
+   time of the answer must not tell them apart).  A mediator that answers
+   True must do the same work whether or not the name has an owner.
 
 1. ``unicast(sender, target, msg, requested)`` — a method call, unicast
    signal or reply to one peer (``target`` is None when the name has no
@@ -47,7 +57,8 @@ DENIAL_LOG_SIZE = 4096
 class DenialLog:
     """Recent refusals by any mediator: (time, sender's unique name), for
     Debug.Stats (core/driver.py) and `sandbus status`.  Counted: refused
-    unicasts (calls, unicast signals, replies; hidden names too) and refused
+    unicasts (calls, unicast signals, replies; hidden names refused past
+    ``hides``, e.g. in learn mode or unrequested replies) and refused
     driver calls; not a broadcast some receiver may not see, which refuses
     nobody's request.  The clock is the daemon's (core reads none); without
     one only the total is kept."""
@@ -114,6 +125,9 @@ class Mediator:
     def restricts_replies(self, peer) -> bool:
         """Whether it judges requested replies of peer too (else they pass)."""
         return self.restricts(peer)
+
+    def hides(self, sender, msg) -> bool:
+        return False
 
     def unicast(self, sender, target, msg, requested: bool):
         return None
@@ -187,6 +201,10 @@ class Mediation(Mediator):
         self._resolvers = {mask: tuple(m for m in asked
                                  if getattr(type(m), "owner", Mediator.owner) is not Mediator.owner)
                            for mask, asked in self._asked.items()}
+        # hides() likewise, only of the mediators that hide names at all
+        self._hiders = {mask: tuple(m for m in asked
+                              if getattr(type(m), "hides", Mediator.hides) is not Mediator.hides)
+                        for mask, asked in self._asked.items()}
 
     def replace(self, old, new, peers) -> None:
         """Swap one mediator (a reloaded policy) and re-evaluate every peer."""
@@ -230,6 +248,14 @@ class Mediation(Mediator):
         if not requested and msg.type in (2, 3) and not self.grants_unrequested_replies:
             return DROP
         return None
+
+    def hides(self, sender, msg) -> bool:
+        # Not a refusal the denial log counts: a missing name is answered
+        # the same way, and the log must not tell them apart either.
+        for m in self._hiders[sender.restricted]:
+            if m.hides(sender, msg):
+                return True
+        return False
 
     def receive(self, sender, receiver, msg, target=None) -> bool:
         for m in self._asked[sender.restricted | receiver.restricted]:

@@ -298,6 +298,11 @@ class Connection:
                         return
                     if peer.closed:
                         return
+                    if self.auth_timer is not None and peer.unique_name is not None:
+                        # auth_timeout covers the whole handshake, up to Hello
+                        # (before the budget check: Hello may end a turn)
+                        self.auth_timer.cancel()
+                        self.auth_timer = None
                     self.budget -= 1
                     if self.budget <= 0:
                         # stopping the generator keeps the rest buffered (wire/framer.py)
@@ -309,10 +314,6 @@ class Connection:
                         self.server.flush_dirty()
                         if peer.closed:  # a write error on its own queue
                             return
-                    if self.auth_timer is not None and peer.unique_name is not None:
-                        # auth_timeout covers the whole handshake, up to Hello
-                        self.auth_timer.cancel()
-                        self.auth_timer = None
             finally:
                 frames.close()
         except MessageTooLarge as e:

@@ -14,6 +14,7 @@ from ..core.driver import OWN, TALK, missing_name_error
 from ..core.errors import DBusError
 from ..core.match import MatchRule
 from ..core.mediation import DROP, HIDDEN, Denial, Mediator
+from ..core.peer import Credentials, Peer
 from ..wire.message import ERROR, METHOD_CALL, METHOD_RETURN, SIGNAL
 from . import quotas
 from .learn import Observation, describe, shape
@@ -47,20 +48,18 @@ def _mediated(peer) -> bool:
     return inst is not None and inst.access is not None
 
 
-class _Nobody:
+def _nobody():
     """Stands in for the owner of a name nobody owns, so that _sight does
     the same work for a missing name as for one that exists (issue 11,
-    hole 7): a container that is no instance's, no well-known names, and a
-    unique name that no rule names but the every-unique-name rule, which
-    _shows_names_of leaves out."""
-
-    __slots__ = ()
-    container = object()
-    unique_name = ":"
-    names = ()
+    hole 7): a Peer like any (the same attribute reads), in no instance,
+    with no well-known names and a unique name no rule names but the
+    every-unique-name rule, which _shows_names_of leaves out."""
+    nobody = Peer(0, None, Credentials(), False)
+    nobody.unique_name = ":"
+    return nobody
 
 
-NOBODY = _Nobody()
+NOBODY = _nobody()
 
 
 def _names_of(peer):

@@ -618,7 +618,8 @@ def _sasl_attack(rng, address):
         s.close()
 
 
-def run(messages, seed=1, system="sandbus", quiet=False, attackers=3):
+def run(messages, seed=1, system="sandbus", quiet=False, attackers=3, progress=0):
+    """progress: print running counts every that many messages (0: every 10 s)."""
     rng = random.Random(seed)
     sysobj = systems.BY_NAME[system]()
     sysobj.start()
@@ -634,6 +635,7 @@ def run(messages, seed=1, system="sandbus", quiet=False, attackers=3):
         pool = [Attacker(address) for _ in range(attackers)]
         t0 = time.monotonic()
         last = t0
+        mark = progress
         crashed = False
         while counts["messages"] < messages:
             if proc.poll() is not None:
@@ -680,11 +682,21 @@ def run(messages, seed=1, system="sandbus", quiet=False, attackers=3):
             if not ok:
                 counts["senders disconnected"] += 1
             now = time.monotonic()
-            if not quiet and now - last > 10:
-                last = now
-                print("  %d messages, %.0f/s, sink got %d frames, good peer %d calls"
-                      % (counts["messages"], counts["messages"] / (now - t0), sink.frames, good.calls),
-                      flush=True)
+            if quiet:
+                continue
+            if progress:
+                if counts["messages"] < mark:
+                    continue
+                while mark <= counts["messages"]:
+                    mark += progress
+            elif now - last <= 10:
+                continue
+            last = now
+            print("  %d messages, %.0f/s, %d sasl scripts, %d senders disconnected, sink got %d frames "
+                  "(%d invalid), good peer %d calls (lost %d, reordered %d, corrupted %d)"
+                  % (counts["messages"], counts["messages"] / (now - t0), counts["sasl scripts"],
+                     counts["senders disconnected"], sink.frames, len(sink.invalid), good.calls, good.lost,
+                     good.reordered, good.corrupted), flush=True)
         # let the good peer finish what is in flight, then stop everyone
         calls_at_end = good.calls
         deadline = time.monotonic() + STOP_TIMEOUT
@@ -745,8 +757,11 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--system", default="sandbus", choices=["sandbus", "dbus-daemon"])
     p.add_argument("--attackers", type=int, default=3)
+    p.add_argument("--progress", type=int, default=0, metavar="N",
+                   help="print running counts every N messages (default: every 10 s)")
     args = p.parse_args(argv)
-    result, invalid = run(args.messages, args.seed, args.system, attackers=args.attackers)
+    result, invalid = run(args.messages, args.seed, args.system, attackers=args.attackers,
+                          progress=args.progress)
     width = max(len(k) for k in result)
     for k, v in result.items():
         note = "  (must be 0)" if k in MUST_BE_ZERO else ""

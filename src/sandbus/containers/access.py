@@ -188,7 +188,7 @@ class AccessControl(Mediator):
         # a hidden name is a denial, logged once per shape as check_unicast
         # logs it; a missing one costs the same short of the log line
         what = "call" if mtype == METHOD_CALL else "signal"
-        self._note(inst, _observe(what, sender, dest, p, msg), quiet=p is NOBODY)
+        self._note(inst, _observe(what, sender, dest, p, msg), logging.WARNING, p is NOBODY)
         return True
 
     def unicast(self, sender, target, msg, requested: bool):
@@ -346,11 +346,9 @@ class AccessControl(Mediator):
         inst = viewer.container
         unique = name[0] == ":"
         obs = Observation("see", viewer.unique_name, name, _well_known(p) if unique else (), None, None, None)
-        if p is NOBODY and (unique or inst.learner is None):
-            # the same work as for a hidden name, but nothing logged
-            self._note(inst, obs, quiet=True)
-            return False
-        return self._note(inst, obs)
+        # a missing name: the same work as for a hidden one (the very same
+        # call, positional arguments and all), but nothing logged or learned
+        return self._note(inst, obs, logging.WARNING, p is NOBODY and (unique or inst.learner is None))
 
     def _allows(self, inst, target_names, flag, path=None, interface=None, member=None,
                 check_object=True) -> bool:

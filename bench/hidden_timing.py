@@ -56,6 +56,11 @@ def _setup(sysobj):
     return manager, outside, inside, hidden, missing
 
 
+def _close(*conns):
+    for c in conns:
+        c.close()
+
+
 def measure(samples, seed=1):
     rng = random.Random(seed)
     sysobj = systems.BY_NAME["sandbus"]()
@@ -88,9 +93,7 @@ def measure(samples, seed=1):
                 "diff_us": (statistics.fmean(h) - statistics.fmean(m)) * 1e6, "z": _z(h, m),
                 "same_answer": answers["hidden"] == answers["missing"], "samples": samples,
             }
-        inside.close()
-        outside.close()
-        manager.close()
+        _close(inside, outside, manager)
         return results
     finally:
         sysobj.stop()
@@ -153,9 +156,7 @@ def instructions(calls, rounds, seed=1):
                         inside.wait_replies({inside.send(msgs[label])})
                     counts[label].append(dump() / calls)
             results[kind] = counts
-        inside.close()
-        outside.close()
-        manager.close()
+        _close(inside, outside, manager)
         return results
     finally:
         sysobj.stop()

@@ -40,9 +40,12 @@ def world(monkeypatch):
     return cb, app, outside, Counting(cb.access, monkeypatch)
 
 
-def _missing_unique(name):
-    prefix, _, number = name.rpartition(".")
-    return prefix + "." + "9" * len(number)
+def _names(outside, unique):
+    """(a hidden name, a missing one of the same length)."""
+    if not unique:
+        return SVC, MISSING_SVC
+    prefix, _, number = outside.unique_name.rpartition(".")
+    return outside.unique_name, prefix + "." + "9" * len(number)
 
 
 def _answer(app, serial):
@@ -54,8 +57,7 @@ def _answer(app, serial):
 @pytest.mark.parametrize("unique", [True, False])
 def test_call_to_a_hidden_name_costs_what_a_missing_one_does(world, unique):
     cb, app, outside, counting = world
-    hidden = outside.unique_name if unique else SVC
-    missing = _missing_unique(hidden) if unique else MISSING_SVC
+    hidden, missing = _names(outside, unique)
     seen = {}
     for dest in (hidden, missing):
         counting.calls.clear()
@@ -70,8 +72,7 @@ def test_call_to_a_hidden_name_costs_what_a_missing_one_does(world, unique):
 @pytest.mark.parametrize("unique", [True, False])
 def test_name_has_owner_of_a_hidden_name_costs_what_a_missing_one_does(world, unique):
     cb, app, outside, counting = world
-    hidden = outside.unique_name if unique else SVC
-    missing = _missing_unique(hidden) if unique else MISSING_SVC
+    hidden, missing = _names(outside, unique)
     seen = {}
     for dest in (hidden, missing):
         counting.calls.clear()

@@ -8,8 +8,7 @@ and first, before it looks the destination up, one question:
 
 0. ``hides(sender, msg)`` — a unicast message (call, signal or reply) to a
    name other than the driver's: True if its destination is not one sender
-   may see
-   (hidden, or nobody has it).  The bus then answers it as a message to a
+   may see (hidden, or nobody has it).  The bus then answers it as a message to a
    missing name straight away, before any name lookup, so a hidden name
    and a missing one take the same path from there (issue 11, hole 7: the
    time of the answer must not tell them apart).  A mediator that answers

@@ -2,7 +2,10 @@
 callgrind: deterministic, so it shows a change of a few percent that the
 timed benchmark's noise hides, and it is not disturbed by other load.
 
-    python -m bench.instructions [--systems dbus-daemon,sandbus,sandbus-compiled]
+    python -m bench.instructions [--systems dbus-daemon,sandbus,sandbus-compiled] [--keep DIR]
+
+``--keep DIR`` leaves each long run's profile as DIR/callgrind.<system>, for
+``callgrind_annotate --inclusive=yes DIR/callgrind.sandbus-compiled``.
 
 Each bus runs under callgrind twice, for a short and a long sequential run
 (the same echo service and raw client as ``python -m bench``); the
@@ -39,9 +42,12 @@ class _UnderCallgrind:
                     *_resolve_interpreter(system_command())]
         system.command = command
 
+    def profiles(self):
+        return glob.glob(os.path.join(self.system.tmpdir, "callgrind.out*"))
+
     def instructions(self):
         total = 0
-        for path in glob.glob(os.path.join(self.system.tmpdir, "callgrind.out*")):
+        for path in self.profiles():
             with open(path) as f:
                 for line in f:
                     if line.startswith("totals:"):
@@ -60,7 +66,7 @@ def _resolve_interpreter(argv):
     return [sys.executable, os.path.realpath(exe), *argv[1:]]
 
 
-def count(system_cls, calls):
+def count(system_cls, calls, keep=None):
     system = system_cls()
     wrapped = _UnderCallgrind(system)
     old_timeout = systems.START_TIMEOUT
@@ -82,6 +88,10 @@ def count(system_cls, calls):
         for proc in system.procs:
             proc.terminate()
             proc.wait(timeout=60)
+        if keep:
+            os.makedirs(keep, exist_ok=True)
+            for i, path in enumerate(sorted(wrapped.profiles())):
+                shutil.copy(path, os.path.join(keep, "callgrind.%s%s" % (system.name, ".%d" % i if i else "")))
         return wrapped.instructions()
     finally:
         if echo:
@@ -92,6 +102,7 @@ def count(system_cls, calls):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--systems", default="dbus-daemon,sandbus,sandbus-compiled")
+    ap.add_argument("--keep", metavar="DIR", help="keep the long runs' callgrind profiles in DIR")
     args = ap.parse_args(argv)
     if not shutil.which("valgrind"):
         sys.exit("valgrind is not installed")
@@ -104,7 +115,7 @@ def main(argv=None):
             continue
         try:
             a = count(cls, low)
-            b = count(cls, high)
+            b = count(cls, high, args.keep)
         except systems.Unavailable as e:
             print("%-18s skipped: %s" % (name, e))
             continue

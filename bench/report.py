@@ -20,6 +20,7 @@ from .systems import BASELINE
 METRICS = {
     "ops_per_s": ("ops/s", "operations per second", "higher"),
     "cpu_us_per_op": ("cpu us/op", "broker CPU microseconds per operation", "lower"),
+    "sys_us_per_op": ("sys us/op", "the kernel's part of cpu us/op (stime)", "lower"),
     "p50_us": ("p50 us", "median latency, microseconds", "lower"),
     "p99_us": ("p99 us", "99th percentile latency, microseconds", "lower"),
     "rss_kib": ("rss KiB", "broker RSS at the end, KiB", "lower"),

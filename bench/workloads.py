@@ -57,6 +57,7 @@ def _finish(meter, ops, elapsed, latencies_ns=None, **extra):
     time.sleep(SETTLE_S)
     cpu = meter.stop()
     out = {"ops_per_s": ops / elapsed, "cpu_us_per_op": cpu * 1e6 / ops,
+           "sys_us_per_op": meter.system_seconds * 1e6 / ops,
            "rss_kib": meter.rss() / 1024.0}
     if latencies_ns:
         lat = sorted(latencies_ns)

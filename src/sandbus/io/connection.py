@@ -19,6 +19,9 @@ READ_SIZE = 64 * 1024
 MAX_FDS_PER_READ = 253  # the kernel's SCM_MAX_FD
 _ANC_SIZE = socket.CMSG_SPACE(MAX_FDS_PER_READ * 4)
 _WRITE_CHUNK = 1024 * 1024
+# a plain int: socket.MSG_CTRUNC is an IntFlag, and int & IntFlag runs
+# enum's Python-level __rand__ on every read
+_MSG_CTRUNC = int(socket.MSG_CTRUNC)
 _MAX_IOV = 1024  # the kernel's UIO_MAXIOV: sendmsg refuses more buffers
 # Write out what routing queued after this many messages of one read, not
 # only at its end: the receivers start on the first ones while we route the
@@ -98,7 +101,7 @@ class Connection:
                         # kernel and none to parse.  Fds sent anyway are
                         # closed by the kernel, which says so by MSG_CTRUNC.
                         data, anc, flags, _ = self.sock.recvmsg(READ_SIZE)
-                        if flags & socket.MSG_CTRUNC:
+                        if flags & _MSG_CTRUNC:
                             self.server.bus.kick(peer, "sent unix fds without negotiating them")
                             return
                     else:
@@ -188,7 +191,7 @@ class Connection:
                 n, anc, flags, _ = self.sock.recvmsg_into([into], _ANC_SIZE)
             else:  # as in _on_readable: no ancillary buffer without fds
                 n, anc, flags, _ = self.sock.recvmsg_into([into])
-                if flags & socket.MSG_CTRUNC:
+                if flags & _MSG_CTRUNC:
                     self.server.bus.kick(self.peer, "sent unix fds without negotiating them")
                     return False
         except (BlockingIOError, InterruptedError):

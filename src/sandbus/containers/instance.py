@@ -1,6 +1,7 @@
 """A container instance: one restricted, identifiable server on the bus."""
 
 from ..wire.message import FIELD_CONTAINER_INSTANCE, string_field
+from .verdicts import VerdictCache
 
 PATH_PREFIX = "/org/freedesktop/DBus/Containers1/c"
 
@@ -32,6 +33,8 @@ class ContainerInstance:
         self.allow = ()  # the Allow rules as given, a(usos)
         self.learner = None  # a learn.Learner in learn mode: denials are recorded and allowed
         self.denials_logged = set()  # rule shapes of denials already logged
+        # What its rules allowed, remembered (containers/access.py: _allowed_call, hides)
+        self.verdicts = VerdictCache()
         self.log_denials = True  # LogDenials: false keeps denials out of the log
         self.announced = False  # the AddServer reply went out
         self.removed = False

@@ -2,6 +2,8 @@
 a(usos) (flags, bus name, object path, interface), compiled into an index
 so a check costs a few dict lookups however many rules there are."""
 
+import itertools
+
 from ..core import errors
 from ..core.errors import DBusError
 from ..wire.names import is_valid_bus_name, is_valid_interface, is_valid_member, is_valid_object_path
@@ -91,10 +93,18 @@ def validate_rule(index: int, flags: int, bus_name: str, path: str, interface: s
         bad(f"invalid interface {interface!r}")
 
 
+# Rule set versions come from one counter, so the highest version among an
+# instance's rule sets grows whenever any of them changes (and when one is
+# created), even if another set is dropped: access.py's verdict caches are
+# stamped with it.
+_versions = itertools.count(1)
+
+
 class RuleSet:
     """Rules indexed by bus name: exact names, subtree roots, and 'any'."""
 
     def __init__(self, rules=()):
+        self.version = next(_versions)
         self.exact = {}
         self.subtree = {}
         self.any = []
@@ -103,6 +113,7 @@ class RuleSet:
             self.add(r)
 
     def add(self, rule: Rule) -> None:
+        self.version = next(_versions)
         self.rules.append(rule)
         if not rule.bus_name:
             self.any.append(rule)
@@ -115,6 +126,7 @@ class RuleSet:
     def remove_one(self, flags, bus_name, path, interface, granter=None) -> bool:
         for r in self.rules:
             if r.as_tuple() == (flags, bus_name, path, interface) and r.granter is granter:
+                self.version = next(_versions)
                 self.rules.remove(r)
                 if not r.bus_name:
                     self.any.remove(r)

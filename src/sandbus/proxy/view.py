@@ -7,6 +7,8 @@ all of this; a proxy learns it over its client's upstream connection
 Only well-known names some rule of the group covers are followed: a name
 no rule covers decides nothing (it is hidden whoever owns it)."""
 
+from ..containers.verdicts import VerdictCache
+
 DRIVER_NAME = "org.freedesktop.DBus"
 
 
@@ -26,6 +28,7 @@ class ProxyInstance:
         self.access = access  # RuleSet, or None without --filter (nothing is mediated)
         self.log_denials = log_denials
         self.denials_logged = set()
+        self.verdicts = VerdictCache()
         self.members = set()  # unique names of its clients, once they have one
         self.views = set()  # every client's BusView
 

@@ -3,8 +3,10 @@ callgrind: deterministic, so it shows a change of a few percent that the
 timed benchmark's noise hides, and it is not disturbed by other load.
 
     python -m bench.instructions [--systems dbus-daemon,sandbus,sandbus-compiled] [--keep DIR]
+                                 [--workload sequential|connect_hello]
 
-``--keep DIR`` leaves each long run's profile as DIR/callgrind.<system>, for
+``--workload connect_hello`` counts per connection instead (connect, SASL
+EXTERNAL, Hello, disconnect).  ``--keep DIR`` leaves each long run's profile as DIR/callgrind.<system>, for
 ``callgrind_annotate --inclusive=yes DIR/callgrind.sandbus-compiled``.
 
 Each bus runs under callgrind twice, for a short and a long sequential run
@@ -66,7 +68,7 @@ def _resolve_interpreter(argv):
     return [sys.executable, os.path.realpath(exe), *argv[1:]]
 
 
-def count(system_cls, calls, keep=None):
+def count(system_cls, calls, keep=None, workload="sequential"):
     system = system_cls()
     wrapped = _UnderCallgrind(system)
     old_timeout = systems.START_TIMEOUT
@@ -80,8 +82,15 @@ def count(system_cls, calls, keep=None):
         echo = EchoService(system.service_address)
         conn = workloads.client(system)
         msg = workloads.echo_call()
-        workloads.sequential_calls(conn, msg, 200)      # warm-up, in both runs
-        workloads.sequential_calls(conn, msg, calls)
+        if workload == "connect_hello":
+            def run(n):
+                for _ in range(n):
+                    workloads.Conn(system.client_address).close()
+        else:
+            def run(n):
+                workloads.sequential_calls(conn, msg, n)
+        run(200)      # warm-up, in both runs
+        run(calls)
         conn.close()
         echo.stop()
         echo = None
@@ -103,6 +112,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--systems", default="dbus-daemon,sandbus,sandbus-compiled")
     ap.add_argument("--keep", metavar="DIR", help="keep the long runs' callgrind profiles in DIR")
+    ap.add_argument("--workload", choices=("sequential", "connect_hello"), default="sequential")
     args = ap.parse_args(argv)
     if not shutil.which("valgrind"):
         sys.exit("valgrind is not installed")
@@ -114,14 +124,15 @@ def main(argv=None):
             print("%-18s skipped: not a daemon with dbus-daemon's command line" % name)
             continue
         try:
-            a = count(cls, low)
-            b = count(cls, high, args.keep)
+            a = count(cls, low, workload=args.workload)
+            b = count(cls, high, args.keep, args.workload)
         except systems.Unavailable as e:
             print("%-18s skipped: %s" % (name, e))
             continue
         per_call = (b - a) / (high - low)
         rows.append((name, per_call))
-        print("%-18s %9.0f instructions per call" % (name, per_call), flush=True)
+        print("%-18s %9.0f instructions per %s" % (
+            name, per_call, "connection" if args.workload == "connect_hello" else "call"), flush=True)
     base = dict(rows).get(systems.BASELINE)
     if base:
         print()

@@ -1,6 +1,7 @@
 """Syscalls the bus makes per sequential call, counted by ``strace -c -f``.
 
     python -m bench.syscalls [--systems dbus-daemon,dbus-broker,sandbus,sandbus-compiled] [--calls N]
+                             [--workload sequential|connect_hello]
 
 Each bus is started as ``python -m bench`` starts it (bench/systems.py), with
 the same echo service and raw client; after a warm-up, strace attaches to
@@ -9,6 +10,8 @@ and strace is detached.  A call is two messages through the bus (the call
 and its reply), so the figure is what routing both costs in kernel entries.
 A bus at rest blocks in epoll_wait, so the idle time around the calls adds
 next to nothing.  Prints the total per call and the syscalls behind it.
+``--workload connect_hello``: per connection instead (connect, SASL
+EXTERNAL, Hello, disconnect, as the benchmark's workload of that name).
 """
 
 import argparse
@@ -44,7 +47,12 @@ def parse_summary(text):
     return counts
 
 
-def measure(system_cls, calls):
+def _connections(system, _msg, n):
+    for _ in range(n):
+        workloads.Conn(system.client_address).close()
+
+
+def measure(system_cls, calls, workload="sequential"):
     system = system_cls()
     system.start()
     echo = None
@@ -53,7 +61,13 @@ def measure(system_cls, calls):
         echo = EchoService(system.service_address)
         conn = workloads.client(system)
         msg = workloads.echo_call()
-        workloads.sequential_calls(conn, msg, 500)  # warm-up: caches, allocator
+        if workload == "connect_hello":
+            def run(n):
+                _connections(system, msg, n)
+        else:
+            def run(n):
+                workloads.sequential_calls(conn, msg, n)
+        run(500)  # warm-up: caches, allocator
         out = system.path("strace.out")
         argv = ["strace", "-c", "-f", "-o", out]
         for pid in system.broker_pids:
@@ -61,7 +75,7 @@ def measure(system_cls, calls):
         tracer = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
         time.sleep(ATTACH_WAIT)
-        workloads.sequential_calls(conn, msg, calls)
+        run(calls)
         tracer.send_signal(signal.SIGINT)
         tracer.wait(timeout=30)
         tracer = None
@@ -91,18 +105,20 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--systems", default=DEFAULT_SYSTEMS)
     ap.add_argument("--calls", type=int, default=5000)
+    ap.add_argument("--workload", choices=("sequential", "connect_hello"), default="sequential")
     args = ap.parse_args(argv)
     if not shutil.which("strace"):
         sys.exit("strace is not installed (apt-get install strace)")
     rows = []
     for name in args.systems.split(","):
         try:
-            counts = measure(systems.BY_NAME[name], args.calls)
+            counts = measure(systems.BY_NAME[name], args.calls, args.workload)
         except systems.Unavailable as e:
             print("%s skipped: %s" % (name, e), file=sys.stderr)
             continue
         rows.append((name, counts))
-        print("%-18s %.1f syscalls per call" % (name, sum(counts.values()) / args.calls),
+        print("%-18s %.1f syscalls per %s" % (name, sum(counts.values()) / args.calls,
+                                              "connection" if args.workload == "connect_hello" else "call"),
               file=sys.stderr, flush=True)
     print(table(rows, args.calls))
 

@@ -38,6 +38,7 @@ def test_bench_quick_produces_numbers(tmp_path):
             median = entry["median"]
             assert median["ops_per_s"] > 0
             assert median["cpu_us_per_op"] >= 0
+            assert 0 <= median["sys_us_per_op"] <= median["cpu_us_per_op"]
         base = doc["results"][workload]["dbus-daemon"]
         assert base["ratio"]["ops_per_s"] == pytest.approx(1.0)
     assert doc["results"]["sequential"]["dbus-daemon"]["median"]["p99_us"] > 0
@@ -130,3 +131,15 @@ def test_validate_cost_runs():
     from bench import validate_cost
     rows = validate_cost.main(quick=True)
     assert {r[0] for r in rows} >= {"s", "su", "a{sv} x10", "ay 1 MiB"}
+
+
+@pytest.mark.skipif(not (shutil.which("dbus-daemon") and shutil.which("strace")),
+                    reason="dbus-daemon or strace not installed")
+@pytest.mark.timeout(120)
+def test_syscalls_per_connection(tmp_path):
+    """bench.syscalls counts per connection too: a connection costs at
+    least an accept and a close in any bus."""
+    from bench import syscalls, systems
+    counts = syscalls.measure(systems.BY_NAME["dbus-daemon"], 50, "connect_hello")
+    assert counts.get("accept4", 0) + counts.get("accept", 0) >= 50
+    assert counts.get("close", 0) >= 50

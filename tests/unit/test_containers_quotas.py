@@ -101,6 +101,48 @@ def test_pending_replies_are_counted_over_the_whole_instance():
         b.reply_to(serial)  # no error: the call went through and awaits its answer
 
 
+def test_the_instance_count_of_pending_calls_follows_every_way_a_call_ends():
+    """inst.pending_calls (kept by core/replies.py) is the sum of its
+    connections' at every step: answered, NoReply because the callee left,
+    timed out, the caller gone; an error answer frees its slot too."""
+    bus, inst, service = _bus_and_instance(False, max_container_pending_replies=100, reply_timeout=25000)
+    timers = []
+
+    class Timer:
+        def __init__(self, fn, args):
+            self.fn, self.args, self.cancelled = fn, args, False
+
+        def cancel(self):
+            self.cancelled = True
+
+    def call_later(delay, fn, *args):
+        timers.append(Timer(fn, args))
+        return timers[-1]
+    bus.call_later = call_later
+    a, b = ContainedClient(bus, inst), ContainedClient(bus, inst)
+    other = connect(bus)
+
+    def consistent():
+        assert inst.pending_calls == sum(p.pending_calls for p in inst.connections)
+        return inst.pending_calls
+
+    for c in (a, a, b, b):
+        c.call(service.unique_name, "Slow", interface="com.example.S")
+    a.call(other.unique_name, "Slow", interface="com.example.S")
+    assert consistent() == 5
+    calls = [m for m in service.received() if m.member == "Slow"]
+    service.reply(calls[0])
+    service.error(calls[2])
+    assert consistent() == 3
+    bus.disconnect(other.peer)  # a's call to it gets NoReply
+    assert consistent() == 2
+    live = [t for t in timers if not t.cancelled]
+    live[0].fn(*live[0].args)  # one of the remaining calls times out
+    assert consistent() == 1
+    bus.disconnect(b.peer if b.peer.pending_calls else a.peer)
+    assert inst.pending_calls == 0
+
+
 def test_queued_bytes_are_counted_over_the_whole_instance():
     bus, inst, outside = _bus_and_instance(False, max_container_queued_bytes=1000)
     a, b = ContainedClient(bus, inst), ContainedClient(bus, inst)

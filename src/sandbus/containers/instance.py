@@ -22,6 +22,7 @@ class ContainerInstance:
         self.listener = None
         self.listening = False  # accepting, or waiting for ReadyNotification
         self.connections = set()
+        self.pending_calls = 0  # calls its connections await, together (core/replies.py)
         self.authenticating = 0
         # The io connections behind `authenticating` (anything with close()),
         # so StopInstance can close them before they get a unique name.

@@ -59,8 +59,7 @@ def unicast(bus, sender, target, msg):
     mtype = msg.type
     inst = sender.container
     if inst is not None and mtype == METHOD_CALL and not msg.flags & NO_REPLY_EXPECTED:
-        held = sum(p.pending_calls for p in inst.connections)
-        if held >= limits.max_container_pending_replies:
+        if inst.pending_calls >= limits.max_container_pending_replies:
             return Denial(_exceeded(inst, "pending replies", "max_container_pending_replies",
                                     limits.max_container_pending_replies))
     inst = target.container

@@ -41,8 +41,9 @@ class Peer:
         self.is_monitor = False
         self.monitor_rules = None
         self.sender_fields = None
-        # The container instance it connected through (opaque to core: only
-        # compared for identity), and its CONTAINER_INSTANCE header field.
+        # The container instance it connected through (opaque to core:
+        # compared for identity, and its pending_calls kept by
+        # core/replies.py), and its CONTAINER_INSTANCE header field.
         self.container = None
         self.instance_field = None  # {endian: bytes}; None: outside any instance
         self.wants_instance_header = False

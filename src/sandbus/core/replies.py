@@ -2,6 +2,12 @@
 the bus sends when a callee leaves or times out, and the bookkeeping that
 must vanish when a caller leaves first (docs/architecture.md).
 
+A caller's container instance (``peer.container``, opaque to core
+otherwise) counts the calls all its connections await in its own
+``pending_calls``, kept here beside theirs: the instance's quota
+(containers/quotas.py) reads one number instead of summing its connections
+on every call.
+
 A callee's ``expected_replies`` maps (caller, serial) to its timeout timer
 (True when there is none); the caller's ``calls_out`` holds the callees it
 waits for, so either side's departure finds the entries in time linear in
@@ -28,6 +34,9 @@ class ReplyTracker:
         calls_out = caller.calls_out
         calls_out[callee] = calls_out.get(callee, 0) + 1
         caller.pending_calls += 1
+        group = caller.container
+        if group is not None:
+            group.pending_calls += 1
 
     def take(self, callee, caller, reply_serial: int) -> bool:
         """A reply from callee to caller: True (and forgotten) if it was owed."""
@@ -38,6 +47,9 @@ class ReplyTracker:
             timer.cancel()
         # _forget, inlined: this runs for every reply
         caller.pending_calls -= 1
+        group = caller.container
+        if group is not None:
+            group.pending_calls -= 1
         calls_out = caller.calls_out
         n = calls_out[callee] - 1
         if n:
@@ -48,6 +60,9 @@ class ReplyTracker:
 
     def _forget(self, caller, callee) -> None:
         caller.pending_calls -= 1
+        group = caller.container
+        if group is not None:
+            group.pending_calls -= 1
         calls_out = caller.calls_out
         n = calls_out[callee] - 1
         if n:
@@ -72,6 +87,9 @@ class ReplyTracker:
         must not stay until each callee answers (if it ever does)."""
         calls_out = caller.calls_out
         caller.calls_out = {}
+        group = caller.container
+        if group is not None:
+            group.pending_calls -= caller.pending_calls
         caller.pending_calls = 0
         for callee in calls_out:
             expected = callee.expected_replies

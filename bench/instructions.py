@@ -81,14 +81,7 @@ def count(system_cls, calls, keep=None, workload="sequential"):
     try:
         echo = EchoService(system.service_address)
         conn = workloads.client(system)
-        msg = workloads.echo_call()
-        if workload == "connect_hello":
-            def run(n):
-                for _ in range(n):
-                    workloads.Conn(system.client_address).close()
-        else:
-            def run(n):
-                workloads.sequential_calls(conn, msg, n)
+        run = workloads.repeat(system, conn, workload)
         run(200)      # warm-up, in both runs
         run(calls)
         conn.close()

@@ -47,11 +47,6 @@ def parse_summary(text):
     return counts
 
 
-def _connections(system, _msg, n):
-    for _ in range(n):
-        workloads.Conn(system.client_address).close()
-
-
 def measure(system_cls, calls, workload="sequential"):
     system = system_cls()
     system.start()
@@ -60,13 +55,7 @@ def measure(system_cls, calls, workload="sequential"):
     try:
         echo = EchoService(system.service_address)
         conn = workloads.client(system)
-        msg = workloads.echo_call()
-        if workload == "connect_hello":
-            def run(n):
-                _connections(system, msg, n)
-        else:
-            def run(n):
-                workloads.sequential_calls(conn, msg, n)
+        run = workloads.repeat(system, conn, workload)
         run(500)  # warm-up: caches, allocator
         out = system.path("strace.out")
         argv = ["strace", "-c", "-f", "-o", out]

@@ -368,6 +368,22 @@ def fd_passing(target, size):
     return _finish(meter, size, elapsed, lat)
 
 
+def repeat(target, conn, workload):
+    """run(n): n operations of workload ("sequential" calls on conn, or
+    "connect_hello" connections), for the counting tools
+    (bench/instructions.py, bench/syscalls.py)."""
+    if workload == "connect_hello":
+        def run(n):
+            for _ in range(n):
+                Conn(target.client_address).close()
+    else:
+        msg = echo_call()
+
+        def run(n):
+            sequential_calls(conn, msg, n)
+    return run
+
+
 def connect_hello(target, size):
     """Connect, authenticate, Hello, disconnect: connections per second."""
     for _ in range(min(20, size)):

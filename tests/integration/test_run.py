@@ -218,7 +218,11 @@ def test_ctrl_c_reaches_the_app(bus, env, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "sandbus.cli", "run", "--", "sh", "-c",
                              'trap "echo got INT; exit 42" INT; echo started; while :; do sleep 0.1; done'],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL,
+                            # as from a terminal: scripts/test runs pytest as a background
+                            # job, which starts with SIGINT ignored, and a shell cannot trap
+                            # a signal ignored on entry (POSIX), so the app would never see it
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout.readline().strip() == "started"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=TIMEOUT)
